@@ -1,0 +1,32 @@
+"""Shared pytest fixtures: where the real data lives, and offline Hub settings."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Tests never touch the network: the Hub is reached only through patched boundaries.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _data_root() -> Path:
+    return Path(os.environ.get("ECGMAMBA_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The folder holding `ptb-xl/` and `cpsc2018/` (env `ECGMAMBA_DATA_DIR`, default `../shared/data`)."""
+    root = _data_root()
+    if not (root / "ptb-xl").is_dir():
+        message = f"real ECG data not found at {root} (set ECGMAMBA_DATA_DIR to the folder holding ptb-xl/)"
+        if os.environ.get("ECGMAMBA_REQUIRE_DATA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ptbxl_dir(data_dir) -> Path:
+    return data_dir / "ptb-xl"
