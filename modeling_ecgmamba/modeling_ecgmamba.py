@@ -113,7 +113,8 @@ class ECGMambaEmbeddings(nn.Module):
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
         mask = None if attention_mask is None else attention_mask.to(input_values.dtype)
         if mask is not None:
-            input_values = input_values * mask[..., None]
+            # masked_fill, not a product: NaN * 0 is NaN, and padding may hold anything.
+            input_values = input_values.masked_fill(mask[..., None] == 0, 0.0)
         if self.config.use_encoder:
             hidden_states = input_values.transpose(1, 2)  # (batch, num_leads, seq_len)
             for block in self.encoder:
@@ -303,9 +304,15 @@ class ECGMambaPreTrainedModel(PreTrainedModel):
                 + math.log(config.time_step_min)
             ).clamp(min=config.time_step_floor)
             init.copy_(module.dt_proj.bias, dt + torch.log(-torch.expm1(-dt)))
+            # PyTorch's default (Kaiming-uniform) init, as mamba-ssm: a small normal init would leave B and C
+            # near zero and the state path silent at the start of training.
             init.kaiming_uniform_(module.conv1d.weight, a=math.sqrt(5))
+            init.kaiming_uniform_(module.x_proj.weight, a=math.sqrt(5))
             if module.conv1d.bias is not None:
                 init.zeros_(module.conv1d.bias)
+        elif isinstance(module, ECGMambaBiMixer):
+            init.kaiming_uniform_(module.in_proj.weight, a=math.sqrt(5))
+            init.kaiming_uniform_(module.out_proj.weight, a=math.sqrt(5))
         elif isinstance(module, ECGMambaEncoderBlock):
             init.kaiming_normal_(module.conv.weight, mode="fan_out", nonlinearity="relu")
 
