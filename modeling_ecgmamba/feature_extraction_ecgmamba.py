@@ -208,6 +208,11 @@ class ECGMambaFeatureExtractor(SequenceFeatureExtractor):
                 "sampling_rate is required: pass the rate of the raw record in Hz (e.g. fields['fs'] from "
                 f"wfdb.rdsamp); the model expects {self.sampling_rate} Hz and resamples from the given rate."
             )
+        if getattr(raw_ecg, "ndim", 2) not in (2, 3):
+            raise ValueError(
+                "raw_ecg must be a (samples, leads) array, a (records, samples, leads) array or a list of "
+                f"(samples, leads) arrays; got an array of shape {tuple(raw_ecg.shape)}."
+            )
         records = [raw_ecg] if _is_single_record(raw_ecg) else list(raw_ecg)
         if not records:
             raise ValueError("raw_ecg is empty: pass one (samples, leads) array or a list of them.")
