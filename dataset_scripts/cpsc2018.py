@@ -1,0 +1,304 @@
+"""CPSC2018 (China Physiological Signal Challenge 2018) as a `datasets` builder.
+
+Nine classes, multi-label (up to three labels a record): Normal, AF, I-AVB, LBBB, RBBB, PAC, PVC, STD, STE
+(the challenge's label numbers 1-9, in that order). Both releases are read, anywhere below `data_dir`:
+
+- the original challenge layout: `TrainingSet*/A####.mat` (MATLAB struct `ECG`: `sex`, `age`, `data` 12 x N mV at
+  500 Hz) with labels from `REFERENCE.csv` (`Recording,First_label,Second_label,Third_label`);
+- the PhysioNet/CinC 2020 WFDB layout: `A####.hea` + `A####.mat`, labels as SNOMED CT codes in the `#Dx:` comment;
+  where `#Dx:` is empty, labels come from `REFERENCE.csv` when one is present.
+
+A `.mat` with a `.hea` of the same name is a WFDB record, one without is an original struct; every
+`REFERENCE.csv` below `data_dir` is read. Records are 6-60 s at 500 Hz and kept whole, resampled to
+`sampling_rate`: `input_values` has a variable length `(samples, 12)`, so training can crop windows and evaluation
+can slide them.
+
+There is no public test set. The split is defined here, label-stratified and deterministic: records are ordered by
+their rarest label (rarest in the data at hand), then by their label set, then by a SHA-256 hash of
+`f"{split_seed}:{record}"`, and dealt in that order through the cycle `SPLIT_CYCLE` (8 train, 1 validation,
+1 test): ratios 80/10/10, each label stratum within one record of them, identical on every machine and run.
+
+```python
+from dataset_scripts import load_cpsc2018
+ds = load_cpsc2018("path/to/cpsc2018", sampling_rate=100)
+ds["train"][0]["input_values"]       # (samples, 12) float32 mV, 6-60 s
+ds["train"].features["diagnoses"].feature.names   # CLASSES, the order of `labels`
+```
+
+Bad input raises `ECGDataError` naming the file (or, with `skip_bad_records=True`, the bad records are dropped and
+listed in one warning); an empty split is always an error.
+"""
+
+import csv
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+from .common import (
+    SEX,
+    ECGDataError,
+    check_data_dir,
+    cli,
+    describe,
+    label_features,
+    multi_hot,
+    prepare,
+    read_cpsc_struct,
+    read_wfdb_header,
+    read_wfdb_signal,
+    resample_to,
+    sex_label,
+    shards,
+    signal_feature,
+    stable_hash,
+    validate_records,
+)
+
+CLASSES = ("Normal", "AF", "I-AVB", "LBBB", "RBBB", "PAC", "PVC", "STD", "STE")
+SOURCE_RATE = 500  # Hz, both releases
+REFERENCE_CSV = "REFERENCE.csv"
+# SNOMED CT codes of the CinC 2020 headers; the second PAC, PVC and RBBB codes are the ones the 2020 challenge
+# scored as equivalent.
+SNOMED = {
+    "426783006": "Normal",  # sinus rhythm
+    "164889003": "AF",
+    "270492004": "I-AVB",
+    "164909002": "LBBB",
+    "59118001": "RBBB",
+    "713427006": "RBBB",  # complete RBBB
+    "284470004": "PAC",
+    "63593006": "PAC",  # supraventricular premature beats
+    "164884008": "PVC",  # ventricular ectopics
+    "427172004": "PVC",  # premature ventricular contractions
+    "429622005": "STD",
+    "164931005": "STE",
+}
+SPLIT_CYCLE = ("train",) * 4 + ("validation",) + ("train",) * 4 + ("test",)
+SPLITS = {"train": datasets.Split.TRAIN, "validation": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
+
+
+def assign_splits(labels: dict[str, list[int]], seed: int = 0) -> dict[str, str]:
+    """Record name -> `"train"`/`"validation"`/`"test"`, label-stratified and deterministic (see module doc)."""
+    counts = Counter(c for classes in labels.values() for c in classes)
+
+    def order(name):
+        classes = labels[name]
+        rarest = min(classes, key=lambda c: (counts[c], c))
+        return rarest, tuple(sorted(classes)), stable_hash(f"{seed}:{name}"), name
+
+    ordered = sorted(labels, key=order)
+    return {name: SPLIT_CYCLE[i % len(SPLIT_CYCLE)] for i, name in enumerate(ordered)}
+
+
+def read_reference(data_dir: Path) -> dict[str, list[int]]:
+    """Record name -> class indices from every `REFERENCE.csv` below `data_dir` (label numbers 1-9)."""
+    labels, origin = {}, {}
+    for path in sorted(data_dir.rglob(REFERENCE_CSV)):
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            for line, row in enumerate(csv.reader(f), start=1):
+                cells = [cell.strip() for cell in row]
+                if not cells or not cells[0] or cells[0].lower() == "recording":
+                    continue
+                try:
+                    classes = sorted({int(float(cell)) - 1 for cell in cells[1:] if cell})
+                except ValueError:
+                    raise ECGDataError(path, f"line {line}: labels {cells[1:]} are not numbers 1-9") from None
+                if not classes or not all(0 <= c < len(CLASSES) for c in classes):
+                    raise ECGDataError(path, f"line {line}: labels {cells[1:]} are not numbers 1-9")
+                name = cells[0]
+                if name in labels and labels[name] != classes:
+                    raise ECGDataError(path, f"record {name}: labels differ from {origin[name]}")
+                labels[name], origin[name] = classes, path
+    return labels
+
+
+@dataclass
+class CPSC2018Config(datasets.BuilderConfig):
+    """CPSC2018 options.
+
+    Args:
+        sampling_rate (`int`, defaults to 100): records are resampled from 500 Hz to this rate.
+        skip_bad_records (`bool`, defaults to False): drop unreadable records with one warning instead of raising.
+        split_seed (`int`, defaults to 0): seed of the train/validation/test assignment.
+    """
+
+    sampling_rate: int = 100
+    skip_bad_records: bool = False
+    split_seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.validate()
+
+    def validate(self):
+        """Also called from `_info`: datasets sets keyword overrides with setattr, after `__post_init__`."""
+        if not (isinstance(self.sampling_rate, int) and 0 < self.sampling_rate <= SOURCE_RATE):
+            raise ValueError(f"sampling_rate must be an int in 1..{SOURCE_RATE} Hz, got {self.sampling_rate!r}.")
+
+
+class CPSC2018(datasets.GeneratorBasedBuilder):
+    """CPSC2018 builder: `CPSC2018(data_dir=root, sampling_rate=100, cache_dir=...)`.
+
+    Columns: `record` (e.g. `"A0001"`), `input_values` (`(samples, 12)` float32 mV, canonical lead order, variable
+    length), `labels` (multi-hot float32 over `CLASSES`), `diagnoses` (class names), `age`, `sex`.
+    Class names: `CPSC2018.class_names()` or `features["diagnoses"].feature.names`.
+    """
+
+    VERSION = datasets.Version("1.0.0")  # bump when the output changes: builder.hash is None, caches key on it
+    BUILDER_CONFIG_CLASS = CPSC2018Config
+    BUILDER_CONFIGS = [CPSC2018Config(name="default", description="CPSC2018, nine rhythm/morphology classes")]
+    DEFAULT_CONFIG_NAME = "default"
+    DEFAULT_WRITER_BATCH_SIZE = 64  # records up to 60 s
+
+    @staticmethod
+    def class_names() -> list[str]:
+        return list(CLASSES)
+
+    def _info(self):
+        self.config.validate()
+        text = (
+            "CPSC2018 12-lead ECGs (Liu et al. 2018), nine classes, multi-label, whole records (6-60 s) resampled "
+            f"from 500 Hz to {self.config.sampling_rate} Hz. Split 80/10/10, label-stratified, seed "
+            f"{self.config.split_seed} (dataset_scripts.cpsc2018.assign_splits)."
+        )
+        features = datasets.Features(
+            {
+                "record": datasets.Value("string"),
+                "input_values": signal_feature(None),
+                **label_features(CLASSES),
+                "age": datasets.Value("float32"),
+                "sex": SEX,
+            }
+        )
+        return datasets.DatasetInfo(
+            description=describe(text, self.config.sampling_rate),
+            features=features,
+            homepage="http://2018.icbeb.org/Challenge.html",
+        )
+
+    def _split_generators(self, dl_manager):
+        data_dir = check_data_dir(self.config.data_dir, "CPSC2018")
+        self._reference = read_reference(data_dir)
+        files = _find_records(data_dir)
+        records = validate_records(files, self._check, self.config.skip_bad_records, f"CPSC2018 {data_dir}")
+        split_of = assign_splits({r["record"]: r["classes"] for r in records}, self.config.split_seed)
+        generators = []
+        for split, name in SPLITS.items():
+            chosen = [r for r in records if split_of[r["record"]] == split]
+            if not chosen:
+                raise ECGDataError(
+                    data_dir, f"the {split} split would be empty: {len(records)} usable records are too few for 8:1:1"
+                )
+            generators.append(datasets.SplitGenerator(name=name, gen_kwargs={"shards": shards(chosen)}))
+        return generators
+
+    def _check(self, record: dict) -> dict:
+        """Attach the labels and read the signal once to validate it."""
+        path = Path(record["path"])
+        codes = read_wfdb_header(path).comment("Dx") if record["layout"] == "wfdb" else None
+        if codes:
+            unknown = [c for c in codes.split(",") if c.strip() not in SNOMED]
+            if unknown:
+                raise ECGDataError(path, f"unknown SNOMED CT code(s) {unknown} in #Dx (known: {sorted(SNOMED)})")
+            classes = sorted({CLASSES.index(SNOMED[c.strip()]) for c in codes.split(",")})
+        elif record["record"] in self._reference:
+            classes = self._reference[record["record"]]
+        else:
+            where = "no #Dx codes and " if record["layout"] == "wfdb" else ""
+            raise ECGDataError(path, f"{where}no row for {record['record']} in any {REFERENCE_CSV}")
+        self._read(record)
+        return {**record, "classes": classes}
+
+    @staticmethod
+    def _read(record: dict):
+        """`(signal (samples, 12) mV, sampling rate, age, sex)` of either layout."""
+        if record["layout"] == "original":
+            signal, age, sex = read_cpsc_struct(record["path"])
+            return signal, SOURCE_RATE, age, sex
+        header = read_wfdb_header(record["path"])
+        return read_wfdb_signal(header), header.fs, _number(header.comment("Age")), header.comment("Sex")
+
+    def _generate_examples(self, shards):
+        for shard in shards:
+            for record in shard:
+                signal, fs, age, sex = self._read(record)
+                yield (
+                    record["record"],
+                    {
+                        "record": record["record"],
+                        "input_values": resample_to(signal, fs, self.config.sampling_rate),
+                        "labels": multi_hot(record["classes"], len(CLASSES)),
+                        "diagnoses": record["classes"],
+                        "age": age,
+                        "sex": sex_label(sex),
+                    },
+                )
+
+
+def _find_records(data_dir: Path) -> list[dict]:
+    """Every record below `data_dir`: a `.hea` is a WFDB record, a `.mat` without a `.hea` an original struct."""
+    found = {}
+    headers = sorted(data_dir.rglob("*.hea"))
+    stems = {h.with_suffix("") for h in headers}
+    mats = [m for m in sorted(data_dir.rglob("*.mat")) if m.with_suffix("") not in stems]
+    for path, layout in [(h, "wfdb") for h in headers] + [(m, "original") for m in mats]:
+        if path.stem in found:
+            raise ECGDataError(
+                path, f"record {path.stem} also at {found[path.stem]['path']}: point data_dir at one copy"
+            )
+        found[path.stem] = {"record": path.stem, "layout": layout, "path": str(path)}
+    if not found:
+        raise ECGDataError(data_dir, "no CPSC2018 records (.hea, or .mat structs) found")
+    return [found[name] for name in sorted(found)]
+
+
+def _number(text):
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return None if value != value else value  # NaN -> None
+
+
+def load_cpsc2018(
+    data_dir,
+    sampling_rate: int = 100,
+    cache_dir=None,
+    num_proc: int | None = None,
+    skip_bad_records: bool = False,
+    split_seed: int = 0,
+    download_mode=None,
+) -> datasets.DatasetDict:
+    """Prepare (once, cached) and load CPSC2018 as a `DatasetDict` with `train`, `validation` and `test`.
+
+    Args:
+        data_dir: your CPSC2018 folder (either release, see the module doc).
+        sampling_rate: target rate in Hz (records are 500 Hz).
+        cache_dir: where the Arrow cache goes (datasets' default cache when None).
+        num_proc: processes that read, resample and encode records while preparing.
+        skip_bad_records: drop bad records with one warning instead of raising `ECGDataError`.
+        split_seed: seed of the stratified split.
+        download_mode: `"force_redownload"` rebuilds the cache (e.g. after your files changed).
+
+    Class names: `ds["train"].features["diagnoses"].feature.names` (== `CLASSES`); sampling rate, units and leads:
+    `dataset_scripts.signal_metadata(ds)`.
+    """
+    builder = CPSC2018(
+        data_dir=str(data_dir),
+        cache_dir=cache_dir,
+        sampling_rate=sampling_rate,
+        skip_bad_records=skip_bad_records,
+        split_seed=split_seed,
+    )
+    return prepare(builder, num_proc=num_proc, download_mode=download_mode)
+
+
+def main(argv=None):
+    options = {"--sampling_rate": {"type": int, "default": 100}, "--split_seed": {"type": int, "default": 0}}
+    cli("CPSC2018", load_cpsc2018, options, argv)
+
+
+if __name__ == "__main__":
+    main()
