@@ -197,12 +197,13 @@ class CPSC2018(datasets.GeneratorBasedBuilder):
     def _check(self, record: dict) -> dict:
         """Attach the labels and read the signal once to validate it."""
         path = Path(record["path"])
-        codes = read_wfdb_header(path).comment("Dx") if record["layout"] == "wfdb" else None
+        dx = read_wfdb_header(path).comment("Dx") if record["layout"] == "wfdb" else None
+        codes = [code.strip() for code in (dx or "").split(",") if code.strip()]
         if codes:
-            unknown = [c for c in codes.split(",") if c.strip() not in SNOMED]
+            unknown = [code for code in codes if code not in SNOMED]
             if unknown:
                 raise ECGDataError(path, f"unknown SNOMED CT code(s) {unknown} in #Dx (known: {sorted(SNOMED)})")
-            classes = sorted({CLASSES.index(SNOMED[c.strip()]) for c in codes.split(",")})
+            classes = sorted({CLASSES.index(SNOMED[code]) for code in codes})
         elif record["record"] in self._reference:
             classes = self._reference[record["record"]]
         else:

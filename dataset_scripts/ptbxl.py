@@ -217,6 +217,8 @@ class PTBXL(datasets.GeneratorBasedBuilder):
         needed = {"ecg_id", "patient_id", "scp_codes", "strat_fold", self._file_column, *METADATA}
         if needed - set(table.columns):
             raise ECGDataError(csv_path, f"missing columns {sorted(needed - set(table.columns))}")
+        if table.ecg_id.duplicated().any():
+            raise ECGDataError(csv_path, f"duplicate ecg_id {table.ecg_id[table.ecg_id.duplicated()].tolist()}")
         statements = _statements(data_dir)
         self._known_codes = set(statements.index)
         self._mapping = _task_mapping(statements, self.config.task)
@@ -252,7 +254,10 @@ class PTBXL(datasets.GeneratorBasedBuilder):
             "header": str(row["_dir"] / f"{row[self._file_column]}.hea"),
             **{name: _metadata_value(name, row[name]) for name in METADATA},
         }
-        self._read(record)
+        try:
+            self._read(record)
+        except ECGDataError as err:
+            raise ECGDataError(err.path, f"{err.problem} (ecg_id {record['ecg_id']})") from None
         return record
 
     def _read(self, record: dict):
@@ -280,9 +285,10 @@ def _parse_codes(text, where) -> dict[str, float]:
     """`"{'NORM': 100.0, 'SR': 0.0}"` -> code: likelihood (%)."""
     try:
         codes = ast.literal_eval(text)
-        assert isinstance(codes, dict)
-    except Exception:
-        raise ECGDataError(where, f"scp_codes {text!r} is not a dict literal") from None
+    except (ValueError, SyntaxError, TypeError):
+        codes = None
+    if not isinstance(codes, dict):
+        raise ECGDataError(where, f"scp_codes {text!r} is not a dict literal")
     return codes
 
 

@@ -270,3 +270,12 @@ def test_bad_config():
         load_ptbxl("/nonexistent", sampling_rate=250)
     with pytest.raises(ValueError, match="Unknown PTB-XL task"):
         PTBXL.class_names("everything", "/nonexistent")
+
+
+def test_duplicate_ecg_id_and_bad_scp_codes(tmp_path):
+    root = make_ptbxl(tmp_path / "ptbxl", codes={2: "NORM"})
+    expect_error(root, tmp_path, r"ecg_id 2\): scp_codes 'NORM' is not a dict literal")
+    csv_path = root / "ptbxl_database.csv"
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join([*lines, lines[1]]) + "\n")
+    expect_error(root, tmp_path, r"ptbxl_database\.csv: duplicate ecg_id \[1\]")
