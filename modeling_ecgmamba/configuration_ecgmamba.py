@@ -4,8 +4,8 @@ import math
 
 from transformers import PreTrainedConfig
 
-# PTB-XL superdiagnostic classes (Strodthoff et al. 2020), the default task.
-PTBXL_SUPERDIAGNOSTIC = ("NORM", "MI", "STTC", "CD", "HYP")
+# PTB-XL superdiagnostic classes (Strodthoff et al. 2020), the default task, in the benchmark's (sorted) order.
+PTBXL_SUPERDIAGNOSTIC = ("CD", "HYP", "MI", "NORM", "STTC")
 
 
 class ECGMambaConfig(PreTrainedConfig):
@@ -87,7 +87,7 @@ class ECGMambaConfig(PreTrainedConfig):
             (cross-entropy on class indices) or `"regression"` (MSE).
         id2label (`dict[int, str]`, *optional*):
             Names of the output classes (diagnoses); defaults to the PTB-XL superdiagnostic classes
-            `NORM, MI, STTC, CD, HYP`. `num_labels` may be given instead for unnamed classes.
+            `CD, HYP, MI, NORM, STTC` (sorted, as the PTB-XL benchmark and the dataset builder order them). `num_labels` may be given instead for unnamed classes.
 
     Example:
 

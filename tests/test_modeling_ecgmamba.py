@@ -51,8 +51,8 @@ def test_config_defaults_are_the_papers_model():
     assert (config.num_hidden_layers, config.state_size, config.conv_kernel, config.expand) == (8, 16, 4, 2)
     assert config.bidirectional and config.use_encoder and config.use_ffn and config.use_layer_norm
     assert config.problem_type == "multi_label_classification"
-    assert list(config.id2label.values()) == ["NORM", "MI", "STTC", "CD", "HYP"]
-    assert config.label2id == {"NORM": 0, "MI": 1, "STTC": 2, "CD": 3, "HYP": 4}
+    assert list(config.id2label.values()) == ["CD", "HYP", "MI", "NORM", "STTC"]
+    assert config.label2id == {"CD": 0, "HYP": 1, "MI": 2, "NORM": 3, "STTC": 4}
     # Derived values are resolved so that config.json is explicit.
     assert config.intermediate_size == 2 * config.hidden_size
     assert config.time_step_rank == math.ceil(config.hidden_size / 16)
