@@ -87,7 +87,8 @@ class ECGMambaConfig(PreTrainedConfig):
             (cross-entropy on class indices) or `"regression"` (MSE).
         id2label (`dict[int, str]`, *optional*):
             Names of the output classes (diagnoses); defaults to the PTB-XL superdiagnostic classes
-            `CD, HYP, MI, NORM, STTC` (sorted, as the PTB-XL benchmark and the dataset builder order them). `num_labels` may be given instead for unnamed classes.
+            `CD, HYP, MI, NORM, STTC` (sorted, as the PTB-XL benchmark and the dataset builder order them).
+            `num_labels` may be given instead for unnamed classes.
 
     Example:
 
