@@ -56,6 +56,8 @@ from .common import (
     validate_records,
 )
 
+# Bump when the output changes: builder.hash is None, so the cache folder is keyed on the config's version.
+VERSION = datasets.Version("1.0.0")
 CLASSES = ("Normal", "AF", "I-AVB", "LBBB", "RBBB", "PAC", "PVC", "STD", "STE")
 SOURCE_RATE = 500  # Hz, both releases
 REFERENCE_CSV = "REFERENCE.csv"
@@ -146,9 +148,9 @@ class CPSC2018(datasets.GeneratorBasedBuilder):
     Class names: `CPSC2018.class_names()` or `features["diagnoses"].feature.names`.
     """
 
-    VERSION = datasets.Version("1.0.0")  # bump when the output changes: builder.hash is None, caches key on it
+    VERSION = VERSION
     BUILDER_CONFIG_CLASS = CPSC2018Config
-    BUILDER_CONFIGS = [CPSC2018Config(name="default", description="CPSC2018, nine rhythm/morphology classes")]
+    BUILDER_CONFIGS = [CPSC2018Config(name="default", version=VERSION, description="CPSC2018, nine classes")]
     DEFAULT_CONFIG_NAME = "default"
     DEFAULT_WRITER_BATCH_SIZE = 64  # records up to 60 s
 

@@ -56,6 +56,8 @@ from .common import (
     validate_records,
 )
 
+# Bump when the output changes: builder.hash is None, so the cache folder is keyed on the config's version.
+VERSION = datasets.Version("1.0.0")
 TASKS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
 SAMPLING_RATES = (100, 500)
 RECORD_SECONDS = 10
@@ -154,9 +156,11 @@ class PTBXL(datasets.GeneratorBasedBuilder):
     The class names of a task: `PTBXL.class_names(task, data_dir)` or `features["diagnoses"].feature.names`.
     """
 
-    VERSION = datasets.Version("1.0.0")  # bump when the output changes: builder.hash is None, caches key on it
+    VERSION = VERSION
     BUILDER_CONFIG_CLASS = PTBXLConfig
-    BUILDER_CONFIGS = [PTBXLConfig(name=task, task=task, description=f"PTB-XL, {task} labels") for task in TASKS]
+    BUILDER_CONFIGS = [
+        PTBXLConfig(name=task, task=task, version=VERSION, description=f"PTB-XL, {task} labels") for task in TASKS
+    ]
     DEFAULT_CONFIG_NAME = "superdiagnostic"
     DEFAULT_WRITER_BATCH_SIZE = 256  # 500 Hz records are 240 kB each
 

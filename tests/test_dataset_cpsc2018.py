@@ -287,3 +287,10 @@ def test_skip_bad_records_and_empty_split(tmp_path, caplog):
 def test_bad_sampling_rate(tmp_path):
     with pytest.raises(ValueError, match="sampling_rate"):
         load_cpsc2018(tmp_path, sampling_rate=1000)
+
+
+def test_cache_is_keyed_on_version_and_options(cpsc_dir, tmp_path):
+    default = CPSC2018(data_dir=str(cpsc_dir), cache_dir=str(tmp_path))
+    other = CPSC2018(data_dir=str(cpsc_dir), cache_dir=str(tmp_path), split_seed=1)
+    assert default.config.version == CPSC2018.VERSION and default.cache_dir.endswith(str(CPSC2018.VERSION))
+    assert default.cache_dir != other.cache_dir

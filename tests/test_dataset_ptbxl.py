@@ -279,3 +279,11 @@ def test_duplicate_ecg_id_and_bad_scp_codes(tmp_path):
     lines = csv_path.read_text().splitlines()
     csv_path.write_text("\n".join([*lines, lines[1]]) + "\n")
     expect_error(root, tmp_path, r"ptbxl_database\.csv: duplicate ecg_id \[1\]")
+
+
+def test_cache_is_keyed_on_version_rate_and_folder(ptbxl_dir, tmp_path):
+    lo = PTBXL(config_name="rhythm", data_dir=str(ptbxl_dir), cache_dir=str(tmp_path))
+    hi = PTBXL(config_name="rhythm", data_dir=str(ptbxl_dir), cache_dir=str(tmp_path), sampling_rate=500)
+    other = PTBXL(config_name="rhythm", data_dir=str(make_ptbxl(tmp_path / "copy")), cache_dir=str(tmp_path))
+    assert lo.config.version == PTBXL.VERSION and lo.cache_dir.endswith(str(PTBXL.VERSION))
+    assert len({lo.cache_dir, hi.cache_dir, other.cache_dir}) == 3
