@@ -20,7 +20,6 @@ from modeling_ecgmamba.feature_extraction_ecgmamba import (
     STANDARD_LEADS,
     UNIT_TO_MV,
     canonical_lead_name,
-    resample_signal,
 )
 
 logger = logging.getLogger(__name__)
@@ -283,10 +282,6 @@ def class_names(dataset) -> list[str]:
     if isinstance(dataset, datasets.DatasetDict):
         dataset = next(iter(dataset.values()))
     return list(dataset.features["diagnoses"].feature.names)
-
-
-def resample_to(signal: np.ndarray, orig_fs: float, target_fs: int) -> np.ndarray:
-    return resample_signal(signal, orig_fs, target_fs) if orig_fs != target_fs else signal
 
 
 def check_data_dir(data_dir, what: str) -> Path:

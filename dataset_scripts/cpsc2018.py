@@ -36,6 +36,8 @@ from pathlib import Path
 
 import datasets
 
+from modeling_ecgmamba.feature_extraction_ecgmamba import resample_signal
+
 from .common import (
     SEX,
     ECGDataError,
@@ -48,7 +50,6 @@ from .common import (
     read_cpsc_struct,
     read_wfdb_header,
     read_wfdb_signal,
-    resample_to,
     sex_label,
     shards,
     signal_feature,
@@ -231,7 +232,7 @@ class CPSC2018(datasets.GeneratorBasedBuilder):
                     record["record"],
                     {
                         "record": record["record"],
-                        "input_values": resample_to(signal, fs, self.config.sampling_rate),
+                        "input_values": resample_signal(signal, fs, self.config.sampling_rate),
                         "labels": multi_hot(record["classes"], len(CLASSES)),
                         "diagnoses": record["classes"],
                         "age": age,
