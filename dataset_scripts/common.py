@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,7 +153,7 @@ def read_wfdb_signal(header: WfdbHeader) -> np.ndarray:
     except FileNotFoundError:
         raise ECGDataError(data_path, f"signal file named in {path.name} not found") from None
     if size != expected:
-        found = (size - offset) / (num_signals * 2)
+        found = max(0, size - offset) / (num_signals * 2)
         problem = "truncated" if size < expected else "longer than announced"
         raise ECGDataError(
             data_path,
@@ -293,27 +294,95 @@ def check_data_dir(data_dir, what: str) -> Path:
     return path
 
 
-def validate_records(items, check, skip_bad_records: bool, what: str) -> list[dict]:
-    """Run `check(item)` on every item before anything is written, so that every problem surfaces here, once.
+class ECGBuilder(datasets.GeneratorBasedBuilder):
+    """Plumbing shared by the ECG builders: cheap checks first, each record file read once, bad records named once.
 
-    `check` returns the record to keep, or None to drop it quietly (e.g. no label in the task), or raises
-    `ECGDataError`. The first error is raised, or with `skip_bad_records=True` the bad items are dropped and one
-    warning counts and names them.
+    Subclasses implement `_split_records(data_dir)` (split name -> records, from tables and headers only, using
+    `_keep_good` for per-record checks) and `_example(record)` (reads the files: `(key, example)`). Record files
+    are read only while generating, in `num_proc` processes; a bad one raises `ECGDataError` from the main process,
+    or, with `config.skip_bad_records`, is left out and named in one warning together with the rest. A split left
+    empty is always an error, and nothing is cached then.
     """
-    good, bad = [], []
-    for item in items:
-        try:
-            record = check(item)
-        except ECGDataError as err:
-            if not skip_bad_records:
+
+    DISPLAY_NAME = "ECG"  # in messages
+
+    def _split_records(self, data_dir: Path) -> dict[str, list[dict]]:
+        raise NotImplementedError
+
+    def _example(self, record: dict) -> tuple:
+        raise NotImplementedError
+
+    def _keep_good(self, items, check) -> list[dict]:
+        """`check(item)` -> record, or None to drop it quietly (no label in the task); `ECGDataError` for a bad one."""
+        good = []
+        for item in items:
+            try:
+                record = check(item)
+            except ECGDataError as err:
+                if not self.config.skip_bad_records:
+                    raise
+                self._skipped.append(str(err))
+                continue
+            if record is not None:
+                good.append(record)
+        return good
+
+    def _split_generators(self, dl_manager):
+        data_dir = check_data_dir(self.config.data_dir, self.DISPLAY_NAME)
+        splits = self._split_records(data_dir)
+        generators = []
+        for split, records in splits.items():
+            if not records:
+                total = sum(map(len, splits.values()))
+                raise ECGDataError(data_dir, f"no usable records for the {split} split ({total} in all splits)")
+            gen_kwargs = {"shards": shards(records), "report_dir": self._report_dir}
+            generators.append(datasets.SplitGenerator(name=split, gen_kwargs=gen_kwargs))
+        return generators
+
+    def _generate_examples(self, shards, report_dir):
+        for shard in shards:
+            for record in shard:
+                try:
+                    key, example = self._example(record)
+                except ECGDataError as err:
+                    # Workers may be other processes: leave the problem where the main process finds it.
+                    with open(Path(report_dir) / f"{os.getpid()}.jsonl", "a") as f:
+                        f.write(json.dumps({"path": err.path, "problem": err.problem}) + "\n")
+                    if not self.config.skip_bad_records:
+                        raise
+                    continue
+                yield key, example
+
+    def _download_and_prepare(self, dl_manager, verification_mode, **prepare_split_kwargs):
+        self._skipped = []
+        with tempfile.TemporaryDirectory(prefix="ecg-records-") as report_dir:
+            self._report_dir = report_dir
+            try:
+                super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
+            except datasets.exceptions.DatasetGenerationError:
+                reported = _read_reports(report_dir)
+                if reported:
+                    raise reported[0] from None
                 raise
-            bad.append(str(err))
-            continue
-        if record is not None:
-            good.append(record)
-    if bad:
-        logger.warning("%s: skipped %d bad record(s) (skip_bad_records=True):\n  %s", what, len(bad), "\n  ".join(bad))
-    return good
+            self._skipped += [str(err) for err in _read_reports(report_dir)]
+        if self._skipped:
+            logger.warning(
+                "%s %s: skipped %d bad record(s) (skip_bad_records=True):\n  %s",
+                self.DISPLAY_NAME,
+                self.config.data_dir,
+                len(self._skipped),
+                "\n  ".join(self._skipped),
+            )
+        for split, info in self.info.splits.items():
+            if not info.num_examples:
+                raise ECGDataError(self.config.data_dir, f"every record of the {split} split was bad")
+
+
+def _read_reports(report_dir) -> list[ECGDataError]:
+    errors = []
+    for path in sorted(Path(report_dir).glob("*.jsonl")):
+        errors += [ECGDataError(**json.loads(line)) for line in path.read_text().splitlines()]
+    return errors
 
 
 def shards(items: list, max_shards: int = 16, min_size: int = 100) -> list[list]:
@@ -333,13 +402,8 @@ def stable_hash(text: str) -> int:
 
 
 def prepare(builder, num_proc=None, download_mode=None) -> datasets.DatasetDict:
-    """`download_and_prepare` + `as_dataset`, re-raising our `ECGDataError` instead of datasets' wrapper."""
-    try:
-        builder.download_and_prepare(num_proc=num_proc, download_mode=download_mode)
-    except datasets.exceptions.DatasetGenerationError as err:
-        if isinstance(err.__cause__, ECGDataError):
-            raise err.__cause__ from None
-        raise
+    """`download_and_prepare` (a cache hit when already prepared) + `as_dataset`."""
+    builder.download_and_prepare(num_proc=num_proc, download_mode=download_mode)
     return builder.as_dataset()
 
 

@@ -40,8 +40,8 @@ from modeling_ecgmamba.feature_extraction_ecgmamba import resample_signal
 
 from .common import (
     SEX,
+    ECGBuilder,
     ECGDataError,
-    check_data_dir,
     cli,
     describe,
     label_features,
@@ -51,10 +51,8 @@ from .common import (
     read_wfdb_header,
     read_wfdb_signal,
     sex_label,
-    shards,
     signal_feature,
     stable_hash,
-    validate_records,
 )
 
 # Bump when the output changes: builder.hash is None, so the cache folder is keyed on the config's version.
@@ -141,7 +139,7 @@ class CPSC2018Config(datasets.BuilderConfig):
             raise ValueError(f"sampling_rate must be an int in 1..{SOURCE_RATE} Hz, got {self.sampling_rate!r}.")
 
 
-class CPSC2018(datasets.GeneratorBasedBuilder):
+class CPSC2018(ECGBuilder):
     """CPSC2018 builder: `CPSC2018(data_dir=root, sampling_rate=100, cache_dir=...)`.
 
     Columns: `record` (e.g. `"A0001"`), `input_values` (`(samples, 12)` float32 mV, canonical lead order, variable
@@ -154,6 +152,7 @@ class CPSC2018(datasets.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [CPSC2018Config(name="default", version=VERSION, description="CPSC2018, nine classes")]
     DEFAULT_CONFIG_NAME = "default"
     DEFAULT_WRITER_BATCH_SIZE = 64  # records up to 60 s
+    DISPLAY_NAME = "CPSC2018"
 
     @staticmethod
     def class_names() -> list[str]:
@@ -181,24 +180,14 @@ class CPSC2018(datasets.GeneratorBasedBuilder):
             homepage="http://2018.icbeb.org/Challenge.html",
         )
 
-    def _split_generators(self, dl_manager):
-        data_dir = check_data_dir(self.config.data_dir, "CPSC2018")
+    def _split_records(self, data_dir: Path) -> dict[str, list[dict]]:
         self._reference = read_reference(data_dir)
-        files = _find_records(data_dir)
-        records = validate_records(files, self._check, self.config.skip_bad_records, f"CPSC2018 {data_dir}")
+        records = self._keep_good(_find_records(data_dir), self._labelled)
         split_of = assign_splits({r["record"]: r["classes"] for r in records}, self.config.split_seed)
-        generators = []
-        for split, name in SPLITS.items():
-            chosen = [r for r in records if split_of[r["record"]] == split]
-            if not chosen:
-                raise ECGDataError(
-                    data_dir, f"the {split} split would be empty: {len(records)} usable records are too few for 8:1:1"
-                )
-            generators.append(datasets.SplitGenerator(name=name, gen_kwargs={"shards": shards(chosen)}))
-        return generators
+        return {name: [r for r in records if split_of[r["record"]] == split] for split, name in SPLITS.items()}
 
-    def _check(self, record: dict) -> dict:
-        """Attach the labels and read the signal once to validate it."""
+    def _labelled(self, record: dict) -> dict:
+        """The record with its classes: SNOMED codes in `#Dx`, else its `REFERENCE.csv` row."""
         path = Path(record["path"])
         dx = read_wfdb_header(path).comment("Dx") if record["layout"] == "wfdb" else None
         codes = [code.strip() for code in (dx or "").split(",") if code.strip()]
@@ -212,33 +201,24 @@ class CPSC2018(datasets.GeneratorBasedBuilder):
         else:
             where = "no #Dx codes and " if record["layout"] == "wfdb" else ""
             raise ECGDataError(path, f"{where}no row for {record['record']} in any {REFERENCE_CSV}")
-        self._read(record)
         return {**record, "classes": classes}
 
-    @staticmethod
-    def _read(record: dict):
-        """`(signal (samples, 12) mV, sampling rate, age, sex)` of either layout."""
+    def _example(self, record: dict):
         if record["layout"] == "original":
             signal, age, sex = read_cpsc_struct(record["path"])
-            return signal, SOURCE_RATE, age, sex
-        header = read_wfdb_header(record["path"])
-        return read_wfdb_signal(header), header.fs, _number(header.comment("Age")), header.comment("Sex")
-
-    def _generate_examples(self, shards):
-        for shard in shards:
-            for record in shard:
-                signal, fs, age, sex = self._read(record)
-                yield (
-                    record["record"],
-                    {
-                        "record": record["record"],
-                        "input_values": resample_signal(signal, fs, self.config.sampling_rate),
-                        "labels": multi_hot(record["classes"], len(CLASSES)),
-                        "diagnoses": record["classes"],
-                        "age": age,
-                        "sex": sex_label(sex),
-                    },
-                )
+            fs = SOURCE_RATE
+        else:
+            header = read_wfdb_header(record["path"])
+            signal, fs = read_wfdb_signal(header), header.fs
+            age, sex = _number(header.comment("Age")), header.comment("Sex")
+        return record["record"], {
+            "record": record["record"],
+            "input_values": resample_signal(signal, fs, self.config.sampling_rate),
+            "labels": multi_hot(record["classes"], len(CLASSES)),
+            "diagnoses": record["classes"],
+            "age": age,
+            "sex": sex_label(sex),
+        }
 
 
 def _find_records(data_dir: Path) -> list[dict]:

@@ -41,6 +41,7 @@ import pandas as pd
 
 from .common import (
     SEX,
+    ECGBuilder,
     ECGDataError,
     check_data_dir,
     cli,
@@ -51,9 +52,7 @@ from .common import (
     read_wfdb_header,
     read_wfdb_signal,
     sex_label,
-    shards,
     signal_feature,
-    validate_records,
 )
 
 # Bump when the output changes: builder.hash is None, so the cache folder is keyed on the config's version.
@@ -148,7 +147,7 @@ class PTBXLConfig(datasets.BuilderConfig):
             raise ValueError(f"PTB-XL comes at {SAMPLING_RATES} Hz, got sampling_rate={self.sampling_rate}.")
 
 
-class PTBXL(datasets.GeneratorBasedBuilder):
+class PTBXL(ECGBuilder):
     """PTB-XL builder: `PTBXL(config_name="superdiagnostic", data_dir=root, sampling_rate=100, cache_dir=...)`.
 
     Columns: `ecg_id`, `patient_id`, `strat_fold`, `input_values` (`(10 * sampling_rate, 12)` float32 mV,
@@ -163,6 +162,7 @@ class PTBXL(datasets.GeneratorBasedBuilder):
     ]
     DEFAULT_CONFIG_NAME = "superdiagnostic"
     DEFAULT_WRITER_BATCH_SIZE = 256  # 500 Hz records are 240 kB each
+    DISPLAY_NAME = "PTB-XL"
 
     @staticmethod
     def class_names(task: str, data_dir) -> list[str]:
@@ -199,19 +199,10 @@ class PTBXL(datasets.GeneratorBasedBuilder):
             license="CC BY 4.0",
         )
 
-    def _split_generators(self, dl_manager):
-        data_dir = check_data_dir(self.config.data_dir, "PTB-XL")
+    def _split_records(self, data_dir: Path) -> dict[str, list[dict]]:
         rows = self._rows(data_dir)
-        records = validate_records(rows, self._check, self.config.skip_bad_records, f"PTB-XL {data_dir}")
-        generators = []
-        for split, folds in SPLIT_FOLDS.items():
-            chosen = [r for r in records if r["strat_fold"] in folds]
-            if not chosen:
-                raise ECGDataError(
-                    data_dir / DATABASE_CSV, f"no usable '{self.config.task}' records in strat_fold {folds} ({split})"
-                )
-            generators.append(datasets.SplitGenerator(name=split, gen_kwargs={"shards": shards(chosen)}))
-        return generators
+        records = self._keep_good(rows, self._record)
+        return {split: [r for r in records if r["strat_fold"] in folds] for split, folds in SPLIT_FOLDS.items()}
 
     def _rows(self, data_dir: Path) -> list[dict]:
         csv_path = data_dir / DATABASE_CSV
@@ -236,9 +227,8 @@ class PTBXL(datasets.GeneratorBasedBuilder):
     def _file_column(self) -> str:
         return "filename_lr" if self.config.sampling_rate == 100 else "filename_hr"
 
-    def _check(self, row: dict) -> dict | None:
-        """CSV row -> record (ids, classes, metadata, header path), None without a label in the task; reads the
-        signal once to validate it."""
+    def _record(self, row: dict) -> dict | None:
+        """CSV row -> record (ids, classes, metadata, header path); None without a label in the task."""
         where = row["_where"]
         codes = _parse_codes(row["scp_codes"], where)
         unknown = set(codes) - self._known_codes
@@ -249,7 +239,7 @@ class PTBXL(datasets.GeneratorBasedBuilder):
             return None  # no label in this task: dropped, as in the benchmark
         if row["strat_fold"] not in range(1, 11):
             raise ECGDataError(where, f"strat_fold {row['strat_fold']!r} is not in 1..10")
-        record = {
+        return {
             "ecg_id": int(row["ecg_id"]),
             "patient_id": _int_or_none(row["patient_id"]),
             "strat_fold": int(row["strat_fold"]),
@@ -258,14 +248,20 @@ class PTBXL(datasets.GeneratorBasedBuilder):
             "header": str(row["_dir"] / f"{row[self._file_column]}.hea"),
             **{name: _metadata_value(name, row[name]) for name in METADATA},
         }
+
+    def _example(self, record: dict):
         try:
-            self._read(record)
+            signal = self._read(record["header"])
         except ECGDataError as err:
             raise ECGDataError(err.path, f"{err.problem} (ecg_id {record['ecg_id']})") from None
-        return record
+        example = {k: v for k, v in record.items() if k not in ("classes", "header")}
+        example["input_values"] = signal
+        example["labels"] = multi_hot(record["classes"], len(self._class_index))
+        example["diagnoses"] = record["classes"]
+        return record["ecg_id"], example
 
-    def _read(self, record: dict):
-        header = read_wfdb_header(record["header"])
+    def _read(self, header_path: str):
+        header = read_wfdb_header(header_path)
         expected = RECORD_SECONDS * self.config.sampling_rate
         if header.fs != self.config.sampling_rate or header.num_samples != expected:
             raise ECGDataError(
@@ -273,16 +269,6 @@ class PTBXL(datasets.GeneratorBasedBuilder):
                 f"{header.num_samples} samples at {header.fs:g} Hz, expected {expected} at {self.config.sampling_rate} Hz",
             )
         return read_wfdb_signal(header)
-
-    def _generate_examples(self, shards):
-        num_classes = self.info.features["labels"].length
-        for shard in shards:
-            for record in shard:
-                example = {k: v for k, v in record.items() if k not in ("classes", "header")}
-                example["input_values"] = self._read(record)
-                example["labels"] = multi_hot(record["classes"], num_classes)
-                example["diagnoses"] = record["classes"]
-                yield record["ecg_id"], example
 
 
 def _parse_codes(text, where) -> dict[str, float]:

@@ -270,7 +270,7 @@ def test_wfdb_nan_samples_and_duplicates(tmp_path):
 
 
 def test_skip_bad_records_and_empty_split(tmp_path, caplog):
-    labels = synthetic_labels(12)
+    labels = synthetic_labels(22)  # 20 usable: two validation records, one of them S0003
     root = make_cpsc(tmp_path / "d", "wfdb", labels)
     (root / "WFDB/S0003.mat").write_bytes(b"")
     hea = root / "WFDB/S0008.hea"
@@ -281,7 +281,9 @@ def test_skip_bad_records_and_empty_split(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert len(warnings) == 1 and "skipped 2 bad record(s)" in warnings[0]
     assert "S0003.mat: truncated" in warnings[0] and "S0008.hea: unknown SNOMED" in warnings[0]
-    expect_error(make_cpsc(tmp_path / "few", "wfdb", synthetic_labels(5)), tmp_path, "test split would be empty")
+    expect_error(
+        make_cpsc(tmp_path / "few", "wfdb", synthetic_labels(5)), tmp_path, "no usable records for the test split"
+    )
 
 
 def test_bad_sampling_rate(tmp_path):

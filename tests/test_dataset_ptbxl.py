@@ -153,25 +153,35 @@ HEADER = (
 WFDB_LEADS = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 
 
+def write_record(folder, name, signal):
+    wfdb.wrsamp(
+        name,
+        fs=100,
+        units=["mV"] * 12,
+        sig_name=WFDB_LEADS,
+        p_signal=signal,
+        fmt=["16"] * 12,
+        adc_gain=[1000.0] * 12,
+        baseline=[0] * 12,
+        write_dir=str(folder),
+    )
+
+
 def make_ptbxl(root, folds=(1, 2, 9, 10), codes=None):
-    """A tiny PTB-XL copy: one 100 Hz record per fold, written with wfdb.wrsamp."""
-    (root / "records100/00000").mkdir(parents=True)
+    """A tiny PTB-XL copy: one 100 Hz record per fold, written with wfdb.wrsamp (the first four; the rest are
+    copies, renamed, because wrsamp is slow)."""
+    folder = root / "records100/00000"
+    folder.mkdir(parents=True)
     (root / "scp_statements.csv").write_text(STATEMENTS)
     lines = [HEADER]
     rng = np.random.default_rng(0)
     for ecg_id, fold in enumerate(folds, start=1):
         name = f"{ecg_id:05d}_lr"
-        wfdb.wrsamp(
-            name,
-            fs=100,
-            units=["mV"] * 12,
-            sig_name=WFDB_LEADS,
-            p_signal=rng.normal(0, 0.5, (1000, 12)),
-            fmt=["16"] * 12,
-            adc_gain=[1000.0] * 12,
-            baseline=[0] * 12,
-            write_dir=str(root / "records100/00000"),
-        )
+        if ecg_id <= 4:
+            write_record(folder, name, rng.normal(0, 0.5, (1000, 12)))
+        else:
+            (folder / f"{name}.dat").write_bytes((folder / "00004_lr.dat").read_bytes())
+            (folder / f"{name}.hea").write_text((folder / "00004_lr.hea").read_text().replace("00004_lr", name))
         scp = (codes or {}).get(ecg_id, "{'NORM': 100.0, 'SR': 0.0}")
         lines.append(
             f'{ecg_id},{100 + ecg_id}.0,60.0,0,,,,0.0,CS-12,2000-01-01 00:00:00,report,"{scp}",,,,,False,False,True,'
@@ -230,17 +240,7 @@ def test_nan_samples(tmp_path):
     root = make_ptbxl(tmp_path / "ptbxl")
     signal, _ = wfdb.rdsamp(str(root / "records100/00000/00004_lr"))
     signal[10:20, 6] = np.nan
-    wfdb.wrsamp(
-        "00004_lr",
-        fs=100,
-        units=["mV"] * 12,
-        sig_name=WFDB_LEADS,
-        p_signal=signal,
-        fmt=["16"] * 12,
-        adc_gain=[1000.0] * 12,
-        baseline=[0] * 12,
-        write_dir=str(root / "records100/00000"),
-    )
+    write_record(root / "records100/00000", "00004_lr", signal)
     expect_error(root, tmp_path, r"00004_lr\.dat: missing \(NaN\) samples in lead\(s\) V1")
 
 
@@ -250,7 +250,19 @@ def test_unknown_scp_code(tmp_path):
 
 
 def test_empty_split_is_an_error(tmp_path):
-    expect_error(make_ptbxl(tmp_path / "ptbxl", folds=(1, 2, 9)), tmp_path, r"strat_fold \(10,\) \(test\)")
+    expect_error(make_ptbxl(tmp_path / "ptbxl", folds=(1, 2, 9)), tmp_path, "no usable records for the test split")
+    # every test record bad: skipped, but the empty split is still an error and nothing is cached
+    root = make_ptbxl(tmp_path / "ptbxl2")
+    (root / "records100/00000/00004_lr.dat").write_bytes(b"")
+    expect_error(root, tmp_path, "every record of the test split was bad", skip_bad_records=True)
+    assert not list((tmp_path / "cache").rglob("*.arrow"))
+
+
+def test_bad_record_with_two_processes(tmp_path):
+    root = make_ptbxl(tmp_path / "ptbxl", folds=(1,) * 200 + (2,) * 200 + (9, 10))
+    dat = root / "records100/00000/00300_lr.dat"
+    dat.write_bytes(dat.read_bytes()[:-24])
+    expect_error(root, tmp_path, r"00300_lr\.dat: truncated: .* \(ecg_id 300\)", num_proc=2)
 
 
 def test_skip_bad_records_counts_and_names_them(tmp_path, caplog):
