@@ -25,8 +25,10 @@ ds["train"][0]["input_values"]       # (samples, 12) float32 mV, 6-60 s
 ds["train"].features["diagnoses"].feature.names   # CLASSES, the order of `labels`
 ```
 
-Bad input raises `ECGDataError` naming the file (or, with `skip_bad_records=True`, the bad records are dropped and
-listed in one warning); an empty split is always an error.
+Bad input (missing folder or file, no records, truncated or inconsistent signal file, NaN samples, an unknown SNOMED
+code, a record without labels, the same record twice) raises `ECGDataError` naming the file and the problem, and
+nothing is cached; with `skip_bad_records=True` bad records are dropped instead and counted and named in one
+warning. An empty split is always an error.
 """
 
 import csv

@@ -25,9 +25,10 @@ the label space does not depend on which records your copy holds (the benchmark 
 data; on the full dataset every class is present and the two agree). Records without a label in the task are
 dropped. Splits: `strat_fold` 1-8 train, 9 validation, 10 test.
 
-Bad input (missing folder or file, truncated or inconsistent signal file, NaN samples, unknown SCP code) raises
-`ECGDataError` naming the file, before anything is written. With `skip_bad_records=True` the bad records are
-dropped instead and listed in one warning; an empty split is always an error.
+Bad input (missing folder or file, truncated signal file, a header that disagrees with its data (size, checksums,
+rate, length, leads, gain/units), NaN samples, unknown SCP code, bad strat_fold) raises `ECGDataError` naming the
+file and the problem, and nothing is cached. With `skip_bad_records=True` the bad records are dropped instead and
+counted and named in one warning; an empty split is always an error.
 """
 
 import ast
