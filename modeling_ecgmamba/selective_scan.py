@@ -25,7 +25,6 @@ The environment variable ``ECGMAMBA_SCAN_BACKEND`` overrides the automatic choic
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 
@@ -49,10 +48,10 @@ ENV_VAR = "ECGMAMBA_SCAN_BACKEND"
 
 # Steps per chunk of the pure-PyTorch scan. Inside a chunk the decays are products of at most
 # _TORCH_CHUNK factors, each clamped to >= exp(_LOG_DECAY_MIN); with the mid-chunk reference point used in
-# _torch_scan_chunk every exponent stays within +-_TORCH_CHUNK * |_LOG_DECAY_MIN| / 2 = 80 < 88 (float32 exp
-# range), so nothing over- or underflows whatever dt is.
+# _torch_scan_chunk every exponent stays within +-_TORCH_CHUNK * |_LOG_DECAY_MIN| / 2 = 64 (float32's exp
+# overflows above 88; the margin keeps gradients finite), whatever dt is.
 _TORCH_CHUNK = 8
-_LOG_DECAY_MIN = -20.0
+_LOG_DECAY_MIN = -16.0
 
 _SOFTPLUS_THRESHOLD = 20.0  # torch.nn.functional.softplus's default: softplus(x) = x above it
 
@@ -128,23 +127,28 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _torch_scan_chunk(h0, delta_c, u_c, B_c, C_c, A):
-    """One chunk of the scan. h0: (B D N); delta_c, u_c: (B D T); B_c, C_c: (B N T); A: (D N).
+def _torch_scan_chunk(h0, dt_c, u_c, B_c, C_c, A):
+    """One chunk of T steps. h0: (B D N); dt_c, u_c: (B D T); B_c, C_c: (B N T); A: (D N).
 
-    Returns ``(y_c, h_T)`` with y_c: (B D T) (without the D skip and the gate) and h_T: (B D N).
+    Returns ``(y_c, h_T)``: y_c (B D T) without the D skip and the gate, h_T (B D N) the state after the chunk.
 
-    Within the chunk, with S_t = sum_{k<=t} dt_k A (cumulative log-decay) and a reference point R:
-    h_t = exp(S_t - R) * (exp(R) h0 + sum_{s<=t} exp(R - S_s) dt_s B_s u_s). R = S_T / 2 keeps both exponents
-    within half the chunk's total log-decay. Out of place throughout (ONNX-exportable; no cumprod).
+    With S_t = sum_{k<=t} dt_k A (cumulative log-decay inside the chunk) and a reference point R,
+    h_t = exp(S_t - R) * (exp(R) h0 + sum_{s<=t} exp(R - S_s) dt_s B_s u_s). R = S_T / 2 bounds both exponents by
+    half the chunk's total log-decay, at most _TORCH_CHUNK * |_LOG_DECAY_MIN| / 2 = 64 once each step's log-decay
+    is clamped at _LOG_DECAY_MIN (a decay below exp(-16) = 1.1e-7 per step, float32's resolution, is kept at
+    1.1e-7), so neither the values nor their gradients overflow. Intermediates are
+    (B D N T): B_c and C_c broadcast without copies and the cumsums run over the contiguous last dimension.
+    Out of place where autograd needs it, no cumprod: exports to ONNX.
     """
-    log_decay = (delta_c.unsqueeze(-1) * A[:, None, :]).clamp(min=_LOG_DECAY_MIN)  # (B D T N)
-    s = torch.cumsum(log_decay, dim=2)
-    r = 0.5 * s[:, :, -1:, :]  # (B D 1 N)
-    inflow = (delta_c * u_c).unsqueeze(-1) * B_c.transpose(1, 2).unsqueeze(1)  # (B D T N)
-    acc = torch.cumsum(torch.exp(r - s) * inflow, dim=2) + torch.exp(r) * h0.unsqueeze(2)
-    h = torch.exp(s - r) * acc  # (B D T N)
-    y = (h * C_c.transpose(1, 2).unsqueeze(1)).sum(-1)  # (B D T)
-    return y, h[:, :, -1]
+    s = torch.cumsum((dt_c.unsqueeze(2) * A.unsqueeze(-1)).clamp(min=_LOG_DECAY_MIN), dim=-1)  # (B D N T)
+    r = 0.5 * s[..., -1:]  # (B D N 1)
+    growth = torch.exp(s - r)  # exp(S_t - R)
+    # exp(R - S_s) dt_s B_s u_s; exp rather than 1 / growth, whose derivative -1/growth^2 overflows
+    inflow = (dt_c * u_c).unsqueeze(2) * B_c.unsqueeze(1) * torch.exp(r - s)
+    inflow[..., 0] += torch.exp(r[..., 0]) * h0
+    h = growth * torch.cumsum(inflow, dim=-1)  # (B D N T)
+    y = (h * C_c.unsqueeze(1)).sum(2)  # (B D T)
+    return y, h[..., -1].contiguous()  # a copy: a view would keep the whole (B D N T) chunk alive
 
 
 def _is_tracing() -> bool:
@@ -207,139 +211,197 @@ def _warn_once(key: str, message: str, *args) -> None:
         logger.warning(message, *args)
 
 
-def _build_cpu_kernels():
-    """Import numba and JIT-define the forward and backward kernels (compiled on first call, cached to disk).
+# Kernels of the compiled CPU path. Plain Python here; _build_cpu_kernels() compiles them with numba on first use.
+# They call each other through the module globals below, which _build_cpu_kernels() points at the compiled
+# functions (numba resolves globals when it compiles; closures over other jitted functions would defeat numba's
+# disk cache, whose key hashes a closure's contents). Layouts, all float32 and C-contiguous: u, delta, z, out:
+# (B D L); A: (D N); Bt, Ct: (B L N), time-major so that the loops over the state index are contiguous and
+# vectorise; Dv, bias: (D). Absent optional inputs come as one-element arrays with their flag False, so there is
+# one compiled signature. The loops over the state index hold no reduction (fastmath is off, so a reduction would
+# keep LLVM from vectorising them); sums over the state run in separate short loops.
+_prange = range
+_expf = _step = _kernel_f32_bits = _kernel_f32_from_bits = None
+_ONE = np.float32(1.0)
+_ZERO = np.float32(0.0)
 
-    Kernel layouts (all float32, C-contiguous): u, delta, z, out: (B D L); A: (D N); Bt, Ct: (B L N) (time-major,
-    so the inner loop over the state is contiguous); Dv, bias: (D). Unused optional inputs are passed as
-    zero-filled arrays with their flag False, so there is one compiled signature.
+
+def _kernel_expf(x):
+    """exp(x) in float32, within 1e-7 relative; branch-free so that loops calling it vectorise.
+
+    Cephes' expf: x = k ln2 + r with |r| <= ln2/2, exp(r) by a degree-7 polynomial, 2^k from the exponent
+    bits (k by the round-to-nearest 1.5*2^23 trick). Underflows to 0 below -87.3, overflows to inf above 88.7.
     """
-    import numba
-    from numba import prange
+    xc = x if x > np.float32(-87.0) else np.float32(-87.0)
+    xc = xc if xc < np.float32(88.0) else np.float32(88.0)
+    k = xc * np.float32(1.44269504088896341) + np.float32(12582912.0)
+    fk = k - np.float32(12582912.0)
+    r = xc - fk * np.float32(0.693359375) + fk * np.float32(2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + _ONE
+    res = p * _kernel_f32_from_bits((_kernel_f32_bits(k) - np.int32(0x4B400000) + np.int32(127)) << np.int32(23))
+    res = res if x > np.float32(-87.33654) else _ZERO
+    return res if x < np.float32(88.72283) else np.float32(np.inf)
 
-    def jit(fn):
-        try:
-            return numba.njit(parallel=True, cache=True, fastmath=False)(fn)
-        except Exception:  # no writable cache location for this source file: compile without a disk cache
-            return numba.njit(parallel=True, cache=False, fastmath=False)(fn)
 
-    @jit
-    def forward(inputs, flags, out):
-        u, delta, A, Bt, Ct, Dv, z, bias = inputs
-        has_d, has_z, has_bias, softplus = flags
-        batch, dim, length = u.shape
-        nstate = A.shape[1]
-        for task in prange(batch * dim):
-            b = task // dim
-            d = task % dim
-            h = np.zeros(nstate, dtype=np.float32)
+def _kernel_step(a, dt, dtu, bt, ct, h_prev, h_t, e_t):
+    """One time step of one channel: e_t = exp(dt a), h_t = e_t h_prev + dt u B_t; returns C_t . h_t.
+    h_prev and h_t must be different arrays (an overlap would keep LLVM from vectorising the loop)."""
+    for n in range(a.shape[0]):
+        e = _expf(dt * a[n])
+        e_t[n] = e
+        h_t[n] = e * h_prev[n] + dtu * bt[n]
+    y = _ZERO
+    for n in range(a.shape[0]):
+        y += ct[n] * h_t[n]
+    return y
+
+
+def _kernel_forward(inputs, flags, out):
+    u, delta, A, Bt, Ct, Dv, z = inputs
+    has_d, has_z = flags
+    batch, dim, length = u.shape
+    nstate = A.shape[1]
+    for task in _prange(batch * dim):
+        b = task // dim
+        d = task % dim
+        a = A[d]
+        dd = Dv[d] if has_d else _ZERO
+        h_prev = np.zeros(nstate, dtype=np.float32)
+        h = np.empty(nstate, dtype=np.float32)
+        e = np.empty(nstate, dtype=np.float32)
+        for t in range(length):
+            dt = delta[b, d, t]
+            ut = u[b, d, t]
+            y = _step(a, dt, dt * ut, Bt[b, t], Ct[b, t], h_prev, h, e) + dd * ut
+            h_prev, h = h, h_prev
+            if has_z:
+                zt = z[b, d, t]
+                y *= zt / (_ONE + _expf(-zt))
+            out[b, d, t] = y
+
+
+def _kernel_backward(inputs, flags, dout, groups, grads):
+    """One task per (batch element, group of channels); a task's channels run one after the other, so it adds
+    into its own dB_part/dC_part (G B L N) slice without races. dA_part (B D N) and dD_part (B D) are per
+    (b, d) and summed over the batch by the caller.
+
+    Per channel: 1. recompute the forward pass into scratch (states h_t, decays exp(dt_t A), y_t:
+    O(L N) per task, nothing of size B D L N); 2. run the adjoint recurrence backwards in time.
+    """
+    u, delta, A, Bt, Ct, Dv, z = inputs
+    has_d, has_z = flags
+    du, ddelta, dz, dA_part, dB_part, dC_part, dD_part = grads
+    batch, dim, length = u.shape
+    nstate = A.shape[1]
+    per_group = (dim + groups - 1) // groups
+    for task in _prange(batch * groups):
+        b = task // groups
+        g = task % groups
+        hs = np.zeros((length + 1, nstate), dtype=np.float32)  # hs[t + 1] = h_t, hs[0] = h_{-1} = 0
+        es = np.empty((length, nstate), dtype=np.float32)  # exp(dt_t A)
+        ys = np.empty(length, dtype=np.float32)  # y_t + D u_t, before the gate
+        adj = np.empty(nstate, dtype=np.float32)  # dLoss/dh_t, carried from step t + 1
+        q1 = np.empty(nstate, dtype=np.float32)
+        q2 = np.empty(nstate, dtype=np.float32)
+        da_acc = np.empty(nstate, dtype=np.float64)
+        for d in range(g * per_group, min(dim, (g + 1) * per_group)):
             a = A[d]
+            dd = Dv[d] if has_d else _ZERO
+            # 1. Forward recomputation.
             for t in range(length):
                 dt = delta[b, d, t]
-                if has_bias:
-                    dt += bias[d]
-                if softplus and dt <= 20.0:
-                    dt = np.float32(math.log1p(math.exp(dt)))
                 ut = u[b, d, t]
+                ys[t] = _step(a, dt, dt * ut, Bt[b, t], Ct[b, t], hs[t], hs[t + 1], es[t]) + dd * ut
+            # 2. Reverse pass.
+            for n in range(nstate):
+                adj[n] = _ZERO
+                da_acc[n] = 0.0
+            dd_acc = 0.0
+            for t in range(length - 1, -1, -1):
+                ut = u[b, d, t]
+                dt = delta[b, d, t]
                 dtu = dt * ut
-                y = np.float32(0.0)
-                for n in range(nstate):
-                    h[n] = math.exp(dt * a[n]) * h[n] + dtu * Bt[b, t, n]
-                    y += Ct[b, t, n] * h[n]
-                if has_d:
-                    y += Dv[d] * ut
+                dy = dout[b, d, t]
                 if has_z:
                     zt = z[b, d, t]
-                    y *= zt / (np.float32(1.0) + math.exp(-zt))
-                out[b, d, t] = y
+                    sig = _ONE / (_ONE + _expf(-zt))
+                    dz[b, d, t] = dy * ys[t] * sig * (_ONE + zt * (_ONE - sig))
+                    dy = dy * zt * sig
+                bt = Bt[b, t]
+                ct = Ct[b, t]
+                e_t = es[t]
+                h_prev = hs[t]
+                h_t = hs[t + 1]
+                dc = dC_part[g, b, t]
+                db = dB_part[g, b, t]
+                for n in range(nstate):
+                    gh = adj[n] + dy * ct[n]  # dLoss/dh_t
+                    dc[n] += dy * h_t[n]
+                    db[n] += gh * dtu
+                    ghe = gh * e_t[n] * h_prev[n]
+                    q1[n] = gh * bt[n]
+                    q2[n] = ghe * a[n]
+                    da_acc[n] += ghe * dt
+                    adj[n] = gh * e_t[n]
+                s1 = _ZERO
+                s2 = _ZERO
+                for n in range(nstate):
+                    s1 += q1[n]
+                    s2 += q2[n]
+                du[b, d, t] = dy * dd + dt * s1
+                dd_acc += dy * ut
+                ddelta[b, d, t] = s2 + ut * s1
+            for n in range(nstate):
+                dA_part[b, d, n] = da_acc[n]
+            dD_part[b, d] = dd_acc
 
-    @jit
-    def backward(inputs, flags, dout, groups, grads):
-        """One task per (batch element, group of channels); channels of a task run one after the other, so
-        dB_part/dC_part (G B L N) are written without races. dA_part (B D N), dD_part and dbias_part (B D) are
-        per (b, d) and reduced over the batch by the caller."""
-        u, delta, A, Bt, Ct, Dv, z, bias = inputs
-        has_d, has_z, has_bias, softplus = flags
-        du, ddelta, dz, dA_part, dB_part, dC_part, dD_part, dbias_part = grads
-        batch, dim, length = u.shape
-        nstate = A.shape[1]
-        per_group = (dim + groups - 1) // groups
-        for task in prange(batch * groups):
-            b = task // groups
-            g = task % groups
-            hs = np.empty((length, nstate), dtype=np.float32)  # states h_t
-            es = np.empty((length, nstate), dtype=np.float32)  # decays exp(dt_t A)
-            dts = np.empty(length, dtype=np.float32)
-            ys = np.empty(length, dtype=np.float32)
-            h = np.empty(nstate, dtype=np.float32)
-            adj = np.empty(nstate, dtype=np.float32)
-            da_acc = np.empty(nstate, dtype=np.float64)
-            for d in range(g * per_group, min(dim, (g + 1) * per_group)):
-                a = A[d]
-                dd = Dv[d] if has_d else np.float32(0.0)
-                # 1. Recompute the forward pass for this channel, keeping states and decays.
-                for n in range(nstate):
-                    h[n] = 0.0
-                for t in range(length):
-                    dt = delta[b, d, t]
-                    if has_bias:
-                        dt += bias[d]
-                    if softplus and dt <= 20.0:
-                        dt = np.float32(math.log1p(math.exp(dt)))
-                    dts[t] = dt
-                    dtu = dt * u[b, d, t]
-                    y = np.float32(0.0)
-                    for n in range(nstate):
-                        e = np.float32(math.exp(dt * a[n]))
-                        es[t, n] = e
-                        h[n] = e * h[n] + dtu * Bt[b, t, n]
-                        hs[t, n] = h[n]
-                        y += Ct[b, t, n] * h[n]
-                    ys[t] = y + dd * u[b, d, t]
-                # 2. Reverse pass; adj[n] is dLoss/dh_t[n] flowing back from step t+1.
-                for n in range(nstate):
-                    adj[n] = 0.0
-                    da_acc[n] = 0.0
-                dd_acc = 0.0
-                dbias_acc = 0.0
-                for t in range(length - 1, -1, -1):
-                    ut = u[b, d, t]
-                    dt = dts[t]
-                    dy = dout[b, d, t]
-                    if has_z:
-                        zt = z[b, d, t]
-                        sig = np.float32(1.0) / (np.float32(1.0) + np.float32(math.exp(-zt)))
-                        dz[b, d, t] = dy * ys[t] * sig * (np.float32(1.0) + zt * (np.float32(1.0) - sig))
-                        dy = dy * zt * sig
-                    dd_acc += dy * ut
-                    du_t = dy * dd
-                    ddt = np.float32(0.0)
-                    dtu = dt * ut
-                    for n in range(nstate):
-                        hprev = hs[t - 1, n] if t > 0 else np.float32(0.0)
-                        e = es[t, n]
-                        bn = Bt[b, t, n]
-                        gh = adj[n] + dy * Ct[b, t, n]
-                        dC_part[g, b, t, n] += dy * hs[t, n]
-                        dB_part[g, b, t, n] += gh * dtu
-                        du_t += gh * dt * bn
-                        ghe = gh * e * hprev
-                        ddt += ghe * a[n] + gh * bn * ut
-                        da_acc[n] += ghe * dt
-                        adj[n] = gh * e
-                    if softplus:
-                        raw = delta[b, d, t] + (bias[d] if has_bias else np.float32(0.0))
-                        if raw <= 20.0:
-                            ddt = ddt / (np.float32(1.0) + np.float32(math.exp(-raw)))
-                    ddelta[b, d, t] = ddt
-                    dbias_acc += ddt
-                    du[b, d, t] = du_t
-                for n in range(nstate):
-                    dA_part[b, d, n] = da_acc[n]
-                dD_part[b, d] = dd_acc
-                dbias_part[b, d] = dbias_acc
 
-    return {"numba": numba, "forward": forward, "backward": backward}
+def _build_cpu_kernels():
+    """Import numba and JIT-wrap the kernels (compiled on their first call, cached to disk next to this file,
+    or in numba's user-wide cache dir if this file's folder is read-only, or not at all if neither is writable)."""
+    import numba
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic
+
+    def jit(fn, **options):
+        options = {"cache": True, "fastmath": False, **options}
+        try:
+            return numba.njit(**options)(fn)
+        except Exception:  # no writable cache location for this source file: compile without a disk cache
+            return numba.njit(**{**options, "cache": False})(fn)
+
+    @intrinsic
+    def f32_bits(typingctx, x):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.IntType(32))
+
+        return types.int32(types.float32), codegen
+
+    @intrinsic
+    def f32_from_bits(typingctx, x):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.FloatType())
+
+        return types.float32(types.int32), codegen
+
+    g = globals()
+    g["_prange"] = numba.prange
+    g["_kernel_f32_bits"] = f32_bits
+    g["_kernel_f32_from_bits"] = f32_from_bits
+    g["_expf"] = jit(_kernel_expf, inline="always")  # inlined in numba IR so that the callers' loops vectorise
+    g["_step"] = jit(_kernel_step, inline="always")
+    return {
+        "numba": numba,
+        "forward": jit(_kernel_forward, parallel=True),
+        "backward": jit(_kernel_backward, parallel=True),
+        "expf": g["_expf"],
+    }
 
 
 def _load_cpu_kernels():
@@ -375,80 +437,88 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to(torch.float32).contiguous().numpy()
 
 
-_EMPTY = np.zeros(1, dtype=np.float32)
+_EMPTY1 = np.zeros(1, dtype=np.float32)
+_EMPTY3 = np.zeros((1, 1, 1), dtype=np.float32)
+
+
+def _kernel_inputs(u, dt, A, B, C, D, z):
+    """The kernels' input tuple: float32 C-contiguous arrays, B and C time-major, absent inputs as 1-element."""
+    return (
+        _np(u),
+        _np(dt),
+        _np(A),
+        _np(B.transpose(1, 2)),
+        _np(C.transpose(1, 2)),
+        _np(D) if D is not None else _EMPTY1,
+        _np(z) if z is not None else _EMPTY3,
+    )
 
 
 class _CpuKernelScan(torch.autograd.Function):
+    """Autograd wrapper of the numba kernels, taking dt (bias and softplus already applied by autograd-tracked
+    PyTorch ops: vectorised, and their backward comes for free). Saves only the inputs; backward recomputes the
+    states."""
+
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    def forward(ctx, u, dt, A, B, C, D, z):
         kernels = _load_cpu_kernels()
         _set_kernel_threads(kernels)
-        batch, dim, length = u.shape
-        arrays = (
-            _np(u),
-            _np(delta),
-            _np(A),
-            _np(B.transpose(1, 2)),
-            _np(C.transpose(1, 2)),
-            _np(D) if D is not None else _EMPTY,
-            _np(z) if z is not None else _EMPTY.reshape(1, 1, 1),
-            _np(delta_bias) if delta_bias is not None else _EMPTY,
-        )
-        flags = (D is not None, z is not None, delta_bias is not None, bool(delta_softplus))
-        out = np.empty((batch, dim, length), dtype=np.float32)
-        kernels["forward"](arrays, flags, out)
-        ctx.arrays = arrays
+        flags = (D is not None, z is not None)
+        out = np.empty(tuple(u.shape), dtype=np.float32)
+        kernels["forward"](_kernel_inputs(u, dt, A, B, C, D, z), flags, out)
         ctx.flags = flags
-        ctx.dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
+        ctx.save_for_backward(u, dt, A, B, C, D, z)
         return torch.from_numpy(out)
 
     @staticmethod
     def backward(ctx, dout):
         kernels = _load_cpu_kernels()
         _set_kernel_threads(kernels)
-        u, delta, A, Bt, Ct, Dv, z, bias = ctx.arrays
-        has_d, has_z, has_bias, _ = ctx.flags
-        batch, dim, length = u.shape
-        nstate = A.shape[1]
+        saved = ctx.saved_tensors
+        has_d, has_z = ctx.flags
+        batch, dim, length = saved[0].shape
+        nstate = saved[2].shape[1]
+        # Channel groups per batch element: enough tasks (>= 4 per thread) to balance the threads.
         nthreads = kernels["numba"].get_num_threads()
         groups = max(1, min(dim, -(-4 * nthreads // batch)))
-        du = np.empty_like(u)
-        ddelta = np.empty_like(u)
-        dz = np.zeros_like(u) if has_z else _EMPTY.reshape(1, 1, 1)
-        dA_part = np.empty((batch, dim, nstate), dtype=np.float32)
-        dB_part = np.zeros((groups, batch, length, nstate), dtype=np.float32)
-        dC_part = np.zeros((groups, batch, length, nstate), dtype=np.float32)
-        dD_part = np.empty((batch, dim), dtype=np.float32)
-        dbias_part = np.empty((batch, dim), dtype=np.float32)
-        grads = (du, ddelta, dz, dA_part, dB_part, dC_part, dD_part, dbias_part)
-        kernels["backward"](ctx.arrays, ctx.flags, _np(dout), groups, grads)
-        ctx.arrays = None
-        dtypes = ctx.dtypes
-
-        def out(x, i):
-            return torch.from_numpy(x).to(dtypes[i])
-
-        grads = [
-            out(du, 0),
-            out(ddelta, 1),
-            out(dA_part.sum(0), 2),
-            torch.from_numpy(dB_part.sum(0)).transpose(1, 2).contiguous().to(dtypes[3]),
-            torch.from_numpy(dC_part.sum(0)).transpose(1, 2).contiguous().to(dtypes[4]),
-            out(dD_part.sum(0), 5) if has_d else None,
-            out(dz, 6) if has_z else None,
-            out(dbias_part.sum(0), 7) if has_bias else None,
-            None,
-        ]
-        return tuple(g if ctx.needs_input_grad[i] else None for i, g in enumerate(grads))
+        f32 = np.float32
+        grads = (
+            np.empty((batch, dim, length), dtype=f32),  # du
+            np.empty((batch, dim, length), dtype=f32),  # ddt
+            np.empty((batch, dim, length), dtype=f32) if has_z else _EMPTY3,  # dz
+            np.empty((batch, dim, nstate), dtype=f32),  # dA per batch element
+            np.zeros((groups, batch, length, nstate), dtype=f32),  # dB per channel group, time-major
+            np.zeros((groups, batch, length, nstate), dtype=f32),  # dC per channel group, time-major
+            np.empty((batch, dim), dtype=f32),  # dD per batch element
+        )
+        kernels["backward"](_kernel_inputs(*saved), ctx.flags, _np(dout), groups, grads)
+        du, ddt, dz, dA_part, dB_part, dC_part, dD_part = (torch.from_numpy(g) for g in grads)
+        result = (
+            du,
+            ddt,
+            dA_part.sum(0),
+            dB_part.sum(0).transpose(1, 2),
+            dC_part.sum(0).transpose(1, 2),
+            dD_part.sum(0) if has_d else None,
+            dz if has_z else None,
+        )
+        return tuple(
+            g.to(t.dtype).contiguous() if g is not None and ctx.needs_input_grad[i] else None
+            for i, (g, t) in enumerate(zip(result, saved))
+        )
 
 
 def selective_scan_cpu_kernel(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """Selective scan with the numba kernel (CPU tensors). Raises RuntimeError if numba is unavailable."""
     if _load_cpu_kernels() is None:
-        raise RuntimeError(f"backend 'cpu_kernel' is unavailable: {_cpu_kernels_error!r}")
+        raise RuntimeError(f"backend 'cpu_kernel' is unavailable (numba): {_cpu_kernels_error!r}")
     dtype_in = u.dtype
-    out = _CpuKernelScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return out.to(dtype_in)
+    dt = delta.float()
+    if delta_bias is not None:
+        dt = dt + delta_bias.float()[:, None]
+    if delta_softplus:
+        dt = F.softplus(dt)
+    return _CpuKernelScan.apply(u, dt, A, B, C, D, z).to(dtype_in)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -521,12 +591,11 @@ def available_backends() -> list[str]:
     return names
 
 
-def _check_backend_name(name: str) -> str:
-    key = name.strip().lower()
-    if key == "auto":
-        return key
-    if key not in BACKENDS:
-        raise ValueError(f"unknown selective-scan backend {name!r}; valid: 'auto', {', '.join(map(repr, BACKENDS))}")
+def _check_backend_name(name: str, source: str = "backend") -> str:
+    key = str(name).strip().lower()
+    if key != "auto" and key not in BACKENDS:
+        valid = ", ".join(repr(b) for b in ("auto", *BACKENDS))
+        raise ValueError(f"unknown selective-scan backend {name!r} (from {source}); valid: {valid}")
     return key
 
 
@@ -540,8 +609,9 @@ def resolve_backend(u: torch.Tensor, backend: str | None = None) -> str:
     name, RuntimeError for an unavailable one).
     """
     if backend is None:
-        backend = os.environ.get(ENV_VAR) or "auto"
-    key = _check_backend_name(backend)
+        key = _check_backend_name(os.environ.get(ENV_VAR) or "auto", f"the environment variable {ENV_VAR}")
+    else:
+        key = _check_backend_name(backend)
     if key != "auto":
         if key == "cpu_kernel":
             if _load_cpu_kernels() is None:

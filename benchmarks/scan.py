@@ -1,0 +1,263 @@
+"""Benchmark the selective-scan backends side by side: reference loop, pure-PyTorch chunked scan, numba kernel.
+
+    python benchmarks/scan.py             # full grid: batch 1 and 32, L = 250, 1000, 5000 (dim 256, N 16)
+    python benchmarks/scan.py --quick     # small sizes, < 60 s: a smoke test
+    python benchmarks/scan.py --json out.json
+
+Method (printed with the results):
+- torch.set_num_threads(--threads, default 2); the numba kernel follows torch's thread count.
+- Times are wall-clock medians of --reps runs (default 10) after one warm-up run (which also compiles the numba
+  kernel or loads it from numba's disk cache). The reference is slow: where one of its runs takes over
+  --ref-budget seconds it gets 3 runs, and above --ref-max-elements (batch*dim*L*N) it is skipped; the table
+  says how many runs each figure is the median of.
+- "fwd" runs under torch.no_grad(); "fwd+bwd" times forward and backward() of (out * g).sum() with every input
+  requiring grad ("bwd" is the backward() part alone).
+- Errors are max |difference| to the reference's output (and, relative to the largest gradient, to its input
+  gradients), same inputs, float32.
+- Peak memory: one extra forward+backward per case while a thread samples the process RSS (psutil) every 1 ms;
+  reported is peak minus the RSS just before (after gc and malloc_trim, so memory freed earlier is returned to
+  the OS first). It sees every allocation (torch, numpy, numba), but a short spike between two samples can be
+  missed, and inputs created before the call are not counted.
+- The machine may be shared: the load average is printed before and after; treat ratios as the robust figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import importlib
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The package exports the function `selective_scan` under the submodule's name: import the module itself.
+scan = importlib.import_module("modeling_ecgmamba.selective_scan")
+
+BACKENDS = ("reference", "torch", "cpu_kernel")
+INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def make_inputs(batch, dim, nstate, length, seed=0):
+    """Mamba-like inputs: dt = softplus(delta + bias) mostly in [1e-3, 0.1], A = -(1..N) per channel."""
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "u": torch.randn(batch, dim, length, generator=gen),
+        "delta": torch.randn(batch, dim, length, generator=gen) * 0.5 - 4.0,
+        "A": -torch.arange(1, nstate + 1, dtype=torch.float32).repeat(dim, 1),
+        "B": torch.randn(batch, nstate, length, generator=gen),
+        "C": torch.randn(batch, nstate, length, generator=gen),
+        "D": torch.ones(dim),
+        "z": torch.randn(batch, dim, length, generator=gen),
+        "delta_bias": torch.zeros(dim),
+    }
+
+
+def call(backend, inputs):
+    return scan.selective_scan(**inputs, delta_softplus=True, backend=backend)
+
+
+def forward_once(backend, inputs):
+    with torch.no_grad():
+        start = time.perf_counter()
+        out = call(backend, inputs)
+        return time.perf_counter() - start, out
+
+
+def train_once(backend, inputs, grad_out):
+    leaves = {k: v.detach().requires_grad_() for k, v in inputs.items()}
+    start = time.perf_counter()
+    out = call(backend, leaves)
+    mid = time.perf_counter()
+    (out * grad_out).sum().backward()
+    end = time.perf_counter()
+    return mid - start, end - mid, {k: v.grad for k, v in leaves.items()}
+
+
+def _trim():
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc
+        pass
+
+
+def peak_rss_delta(fn):
+    """Run fn() while sampling RSS every 1 ms; return (peak - baseline) in MiB."""
+    _trim()
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    peak[0] = max(peak[0], proc.memory_info().rss)
+    return (peak[0] - base) / 2**20
+
+
+def max_abs(a, b):
+    return (a.double() - b.double()).abs().max().item()
+
+
+def grad_rel_err(grads, ref_grads):
+    return max(max_abs(grads[k], ref_grads[k]) / ref_grads[k].abs().max().clamp_min(1e-12).item() for k in grads)
+
+
+def bench_case(batch, length, args, dim, nstate):
+    inputs = make_inputs(batch, dim, nstate, length)
+    grad_out = torch.randn(batch, dim, length, generator=torch.Generator().manual_seed(1))
+    elements = batch * dim * length * nstate
+    rows, ref_out, ref_grads = [], None, None
+    for backend in BACKENDS:
+        row = {"batch": batch, "L": length, "dim": dim, "N": nstate, "backend": backend}
+        if backend == "reference" and elements > args.ref_max_elements:
+            row["skipped"] = f"reference skipped: batch*dim*L*N = {elements:.2e} > --ref-max-elements"
+            rows.append(row)
+            continue
+        # Forward.
+        first, out = forward_once(backend, inputs)  # warm-up (compiles / loads the numba kernel)
+        reps = args.reps
+        if backend == "reference" and first > args.ref_budget:
+            reps = 3
+        times = [forward_once(backend, inputs)[0] for _ in range(reps)]
+        row.update(fwd_s=statistics.median(times), fwd_reps=reps)
+        # Forward + backward.
+        f0, b0, grads = train_once(backend, inputs, grad_out)
+        reps = args.reps
+        if backend == "reference" and f0 + b0 > args.ref_budget:
+            reps = 3 if f0 + b0 < 20 * args.ref_budget else 1
+        runs = [train_once(backend, inputs, grad_out)[:2] for _ in range(reps)]
+        row.update(
+            train_fwd_s=statistics.median(r[0] for r in runs),
+            bwd_s=statistics.median(r[1] for r in runs),
+            train_s=statistics.median(r[0] + r[1] for r in runs),
+            train_reps=reps,
+        )
+        row["peak_extra_mib"] = peak_rss_delta(lambda b=backend: train_once(b, inputs, grad_out))
+        if backend == "reference":
+            ref_out, ref_grads = out, grads
+        elif ref_out is not None:
+            row["max_abs_err_out"] = max_abs(out, ref_out)
+            row["max_rel_err_grad"] = grad_rel_err(grads, ref_grads)
+        rows.append(row)
+        del out, grads
+    ref = rows[0] if "fwd_s" in rows[0] else None
+    for row in rows[1:]:
+        if ref is not None and "fwd_s" in row:
+            row["fwd_speedup"] = ref["fwd_s"] / row["fwd_s"]
+            row["bwd_speedup"] = ref["bwd_s"] / row["bwd_s"]
+            row["train_speedup"] = ref["train_s"] / row["train_s"]
+    return rows
+
+
+def fmt(row, key, spec, default="-"):
+    return format(row[key], spec) if key in row else default
+
+
+def print_table(rows):
+    header = (
+        f"{'batch':>5} {'L':>5} {'backend':>10} | {'fwd s':>8} {'x ref':>6} {'n':>3} | {'fwd+bwd s':>9} "
+        f"{'bwd s':>8} {'bwd x ref':>9} {'n':>3} | {'max|dy|':>8} {'grad rel':>8} | {'peak MiB':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        if "skipped" in row:
+            print(f"{row['batch']:>5} {row['L']:>5} {row['backend']:>10} | {row['skipped']}")
+            continue
+        print(
+            f"{row['batch']:>5} {row['L']:>5} {row['backend']:>10} | {fmt(row, 'fwd_s', '8.4f')} "
+            f"{fmt(row, 'fwd_speedup', '6.1f'):>6} {row['fwd_reps']:>3} | {fmt(row, 'train_s', '9.4f')} "
+            f"{fmt(row, 'bwd_s', '8.4f')} {fmt(row, 'bwd_speedup', '9.1f'):>9} {row['train_reps']:>3} | "
+            f"{fmt(row, 'max_abs_err_out', '8.1e'):>8} {fmt(row, 'max_rel_err_grad', '8.1e'):>8} | "
+            f"{fmt(row, 'peak_extra_mib', '8.0f'):>8}",
+            flush=True,
+        )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes (batch 1, 4; L 64, 250; dim 64): < 60 s")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=10, help="timed runs per figure after one warm-up")
+    parser.add_argument("--batch", type=int, nargs="+", help="override the batch sizes")
+    parser.add_argument("--lengths", type=int, nargs="+", help="override the lengths")
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--nstate", type=int, default=16)
+    parser.add_argument("--ref-budget", type=float, default=2.0, help="reference runs over this many s get 3 reps")
+    parser.add_argument("--ref-max-elements", type=float, default=1.4e8, help="skip the reference above this")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    dim = 64 if args.quick else args.dim
+    batches = args.batch or ([1, 4] if args.quick else [1, 32])
+    lengths = args.lengths or ([64, 250] if args.quick else [250, 1000, 5000])
+    if args.quick:
+        args.reps = min(args.reps, 5)
+
+    meta = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "available_backends": scan.available_backends(),
+        "loadavg_start": os.getloadavg(),
+    }
+    try:
+        import numba
+
+        meta["numba"] = numba.__version__
+    except Exception:
+        meta["numba"] = None
+    print(f"selective scan benchmark: dim {dim}, N {args.nstate}, float32, softplus, D and z on; {meta}")
+    start = time.perf_counter()
+    if "cpu_kernel" in meta["available_backends"]:
+        compile_start = time.perf_counter()
+        leaves = {k: v.requires_grad_() for k, v in make_inputs(1, 8, args.nstate, 4).items()}
+        call("cpu_kernel", leaves).sum().backward()
+        meta["cpu_kernel_first_call_s"] = time.perf_counter() - compile_start
+        print(
+            f"cpu_kernel first forward+backward (compile, or load from numba's cache): {meta['cpu_kernel_first_call_s']:.1f} s"
+        )
+
+    rows = []
+    print()
+    for batch in batches:
+        for length in lengths:
+            case_rows = bench_case(batch, length, args, dim, args.nstate)
+            print_table(case_rows)
+            print()
+            rows.extend(case_rows)
+    meta["loadavg_end"] = os.getloadavg()
+    meta["total_s"] = time.perf_counter() - start
+    print(f"load average start {meta['loadavg_start']}, end {meta['loadavg_end']}; total {meta['total_s']:.0f} s")
+    print("x ref: reference time / backend time (median wall-clock); n: runs per median")
+    if args.json:
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        print(f"wrote {args.json}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

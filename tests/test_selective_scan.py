@@ -1,0 +1,333 @@
+"""Selective scan: every fast path against the reference loop (values and gradients), float64 accuracy at
+L=5000, dtypes, dispatch, and ONNX export of the pure-PyTorch scan."""
+
+import importlib.util
+import logging
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from modeling_ecgmamba.selective_scan import (
+    BACKENDS,
+    available_backends,
+    resolve_backend,
+    selective_scan,
+    selective_scan_ref,
+)
+
+# The package exports the function selective_scan under the submodule's name: fetch the module itself.
+ss = importlib.import_module("modeling_ecgmamba.selective_scan")
+FAST_BACKENDS = ("cpu_kernel", "torch")
+INPUT_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def make_inputs(batch, dim, nstate, length, *, d=True, z=True, bias=True, seed=0, dtype=torch.float64):
+    """Inputs of realistic scale: dt = softplus(delta + bias) mostly in [1e-3, 0.1], A = -(1..N)-ish."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    inputs = {
+        "u": randn(batch, dim, length),
+        "delta": randn(batch, dim, length) - 3.0,
+        "A": -(
+            torch.arange(1, nstate + 1, dtype=torch.float64).repeat(dim, 1)
+            * (0.5 + torch.rand(dim, 1, generator=gen, dtype=torch.float64))
+        ),
+        "B": randn(batch, nstate, length),
+        "C": randn(batch, nstate, length),
+        "D": randn(dim) if d else None,
+        "z": randn(batch, dim, length) if z else None,
+        "delta_bias": 0.5 * randn(dim) if bias else None,
+    }
+    return {k: (v.to(dtype) if v is not None else None) for k, v in inputs.items()}
+
+
+def run(fn, inputs, softplus, grad_out=None, **kwargs):
+    """Output and gradients (for every given input) of fn on leaf copies of inputs."""
+    leaves = {
+        k: (v.detach().clone().requires_grad_(grad_out is not None) if v is not None else None)
+        for k, v in inputs.items()
+    }
+    out = fn(**leaves, delta_softplus=softplus, **kwargs)
+    grads = {}
+    if grad_out is not None:
+        names = [k for k, v in leaves.items() if v is not None]
+        values = torch.autograd.grad(out, [leaves[k] for k in names], grad_out.to(out.dtype))
+        grads = dict(zip(names, values))
+    return out, grads
+
+
+def rel_err(actual, expected):
+    """Max abs error over the expected values' max magnitude, floored at 0.01: inputs are O(1), so a gradient that
+    is exactly 0 (dA at L=1) may come back as float32 rounding noise of O(1e-8)."""
+    expected = expected.double()
+    return ((actual.double() - expected).abs().max() / expected.abs().max().clamp_min(0.01)).item()
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("length", [1, 7, 63, 65, 257])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("optional", ["all", "none"])
+def test_matches_reference_values_and_grads(backend, length, batch, optional):
+    full = optional == "all"
+    softplus = full or length % 2 == 1  # softplus on and off both occur, with and without the optional inputs
+    inputs = make_inputs(batch, 5, 4, length, d=full, z=full, bias=full, seed=length + batch)
+    if not softplus:
+        inputs["delta"] = torch.rand_like(inputs["delta"]) * 0.2  # positive dt without softplus
+    grad_out = torch.randn(batch, 5, length, dtype=torch.float64)
+    expected, expected_grads = run(selective_scan_ref, inputs, softplus, grad_out)  # float64 oracle
+    inputs32 = {k: (v.float() if v is not None else None) for k, v in inputs.items()}
+    out, grads = run(selective_scan, inputs32, softplus, grad_out, backend=backend)
+    assert out.dtype == torch.float32 and out.shape == (batch, 5, length)
+    assert rel_err(out, expected) < 1e-5
+    assert set(grads) == set(expected_grads)
+    for name, grad in grads.items():
+        assert grad.shape == inputs[name].shape and grad.dtype == torch.float32, name
+        assert rel_err(grad, expected_grads[name]) < 1e-4, name
+
+
+def test_float32_reference_matches_float64():
+    inputs = make_inputs(2, 3, 4, 50)
+    expected, _ = run(selective_scan_ref, inputs, True)
+    out, _ = run(selective_scan_ref, {k: (v.float() if v is not None else None) for k, v in inputs.items()}, True)
+    assert out.dtype == torch.float32 and rel_err(out, expected) < 1e-5
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_float64_accuracy_at_length_5000(backend):
+    """Realistic dt (softplus of values around -4: 1e-3..0.1) and A = -(1..16): relative error <= 1e-5."""
+    gen = torch.Generator().manual_seed(5000)
+    batch, dim, nstate, length = 1, 4, 16, 5000
+    inputs = make_inputs(batch, dim, nstate, length, seed=7)
+    inputs["delta"] = (torch.randn(batch, dim, length, generator=gen, dtype=torch.float64) * 0.8 - 4.0).clamp(
+        -6.9, -2.2
+    )
+    inputs["A"] = -torch.arange(1, nstate + 1, dtype=torch.float64).repeat(dim, 1)
+    inputs["delta_bias"] = None
+    expected, _ = run(selective_scan_ref, inputs, True)
+    out, _ = run(
+        selective_scan, {k: (v.float() if v is not None else None) for k, v in inputs.items()}, True, backend=backend
+    )
+    assert rel_err(out, expected) <= 1e-5
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_large_time_steps_stay_finite(backend):
+    """dt * A down to about -300 per step: decays underflow to 0 without NaN/inf, and the result still agrees."""
+    inputs = make_inputs(2, 3, 16, 40, seed=3)
+    inputs["delta"] = inputs["delta"] + 8.0  # dt up to ~10, |A| up to 24
+    expected, expected_grads = run(selective_scan_ref, inputs, True, torch.ones(2, 3, 40, dtype=torch.float64))
+    inputs32 = {k: (v.float() if v is not None else None) for k, v in inputs.items()}
+    out, grads = run(selective_scan, inputs32, True, torch.ones(2, 3, 40), backend=backend)
+    assert torch.isfinite(out).all() and rel_err(out, expected) < 1e-5
+    for name, grad in grads.items():  # the PyTorch scan keeps decays below exp(-16) at exp(-16): 1e-3, not 1e-4
+        assert torch.isfinite(grad).all() and rel_err(grad, expected_grads[name]) < 1e-3, name
+
+
+@pytest.mark.parametrize("backend", [*FAST_BACKENDS, "reference"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_inputs(backend, dtype):
+    inputs = make_inputs(2, 3, 4, 33, dtype=dtype)
+    expected, _ = run(
+        selective_scan_ref, {k: (v.double() if v is not None else None) for k, v in inputs.items()}, True
+    )
+    out, grads = run(selective_scan, inputs, True, torch.randn(2, 3, 33), backend=backend)
+    assert out.dtype == dtype
+    assert rel_err(out.float(), expected) < 1e-2  # only the final cast rounds: fp32 inside
+    for name, grad in grads.items():
+        assert grad.dtype == dtype and torch.isfinite(grad.float()).all(), name
+
+
+def saved_bytes(fn):
+    """Bytes autograd keeps for backward while fn() runs: distinct storages of the saved tensors (a saved view
+    counts its whole storage; views sharing one storage count once)."""
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = fn()
+    return sum(storages.values()), out
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_training_memory_has_no_state_tensor(backend):
+    """Autograd keeps O(B D L) bytes, far below one (B D L N) float32 state tensor: the kernel saves its inputs
+    and recomputes the states; the PyTorch scan checkpoints its chunks (saving one state per chunk, N/8 B D L)."""
+    batch, dim, nstate, length = 2, 32, 64, 256
+    leaves = {k: v.requires_grad_() for k, v in make_inputs(batch, dim, nstate, length, dtype=torch.float32).items()}
+    nbytes, out = saved_bytes(lambda: selective_scan(**leaves, delta_softplus=True, backend=backend))
+    state_bytes = batch * dim * length * nstate * 4
+    assert nbytes < state_bytes / 3, f"{backend}: autograd keeps {nbytes} bytes; one state tensor is {state_bytes}"
+    out.sum().backward()
+    assert all(torch.isfinite(v.grad).all() for v in leaves.values())
+
+
+def test_shape_errors():
+    inputs = make_inputs(2, 3, 4, 10, dtype=torch.float32)
+    with pytest.raises(ValueError, match="B must have shape"):
+        selective_scan(**{**inputs, "B": inputs["B"][:, :, :5]})
+    with pytest.raises(ValueError, match=r"u must be \(batch, dim, L\)"):
+        selective_scan(**{**inputs, "u": inputs["u"][0]})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dispatch
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_loader_state(monkeypatch):
+    """Forget what the lazy loaders found and which warnings were logged (restored after the test)."""
+    monkeypatch.setattr(ss, "_cpu_kernels", None)
+    monkeypatch.setattr(ss, "_cpu_kernels_error", None)
+    monkeypatch.setattr(ss, "_cuda_fn", None)
+    monkeypatch.setattr(ss, "_cuda_error", None)
+    monkeypatch.setattr(ss, "_warned", set())
+    monkeypatch.delenv(ss.ENV_VAR, raising=False)
+
+
+def test_cpu_default_is_the_kernel(monkeypatch):
+    monkeypatch.delenv(ss.ENV_VAR, raising=False)
+    u = torch.zeros(1, 2, 3)
+    assert resolve_backend(u) == "cpu_kernel"
+    assert resolve_backend(u, "auto") == "cpu_kernel"
+    assert available_backends()[:3] == ["reference", "cpu_kernel", "torch"]
+
+
+def test_tracing_or_export_uses_torch(monkeypatch):
+    monkeypatch.delenv(ss.ENV_VAR, raising=False)
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    assert resolve_backend(torch.zeros(1, 2, 3)) == "torch"
+
+
+def test_missing_numba_falls_back_with_one_warning(monkeypatch, caplog, fresh_loader_state):
+    def broken():
+        raise ImportError("No module named 'numba'")
+
+    monkeypatch.setattr(ss, "_build_cpu_kernels", broken)
+    u = torch.zeros(1, 2, 3)
+    with caplog.at_level(logging.WARNING, logger=ss.logger.name):
+        assert resolve_backend(u) == "torch"
+        assert resolve_backend(u) == "torch"
+        out = selective_scan(**make_inputs(1, 2, 4, 3, dtype=torch.float32))
+    assert out.shape == (1, 2, 3)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "numba" in warnings[0].getMessage()
+    assert "cpu_kernel" not in available_backends()
+    with pytest.raises(RuntimeError, match="cpu_kernel"):
+        resolve_backend(u, "cpu_kernel")
+
+
+def test_cuda_without_mamba_ssm_falls_back_with_one_warning(monkeypatch, caplog, fresh_loader_state):
+    monkeypatch.setattr(ss, "_load_cuda_kernel", lambda: None)
+    fake_cuda = types.SimpleNamespace(is_cuda=True, device=torch.device("cuda", 0))
+    with caplog.at_level(logging.WARNING, logger=ss.logger.name):
+        assert resolve_backend(fake_cuda) == "torch"
+        assert resolve_backend(fake_cuda) == "torch"
+    assert len([r for r in caplog.records if "mamba_ssm" in r.getMessage()]) == 1
+    with pytest.raises(RuntimeError, match="cuda"):
+        resolve_backend(fake_cuda, "cuda")
+    with pytest.raises(RuntimeError, match="CUDA tensors"):
+        resolve_backend(torch.zeros(1, 2, 3), "cuda")
+
+
+def test_environment_variable_overrides(monkeypatch):
+    u = torch.zeros(1, 2, 3)
+    monkeypatch.setenv(ss.ENV_VAR, "torch")
+    assert resolve_backend(u) == "torch"
+    monkeypatch.setenv(ss.ENV_VAR, "Reference")
+    assert resolve_backend(u) == "reference"
+    assert resolve_backend(u, "cpu_kernel") == "cpu_kernel"  # an explicit argument wins
+    monkeypatch.setenv(ss.ENV_VAR, "auto")
+    assert resolve_backend(u) == "cpu_kernel"
+    monkeypatch.setenv(ss.ENV_VAR, "fastest")
+    with pytest.raises(ValueError, match="ECGMAMBA_SCAN_BACKEND"):
+        resolve_backend(u)
+
+
+def test_unknown_backend_names_the_valid_ones():
+    with pytest.raises(ValueError) as info:
+        selective_scan(**make_inputs(1, 2, 4, 3, dtype=torch.float32), backend="triton")
+    for name in ("auto", *BACKENDS):
+        assert repr(name) in str(info.value)
+
+
+def test_import_is_light():
+    """Importing the file (as Hub remote code would) imports neither numba nor mamba_ssm, and compiles nothing."""
+    path = Path(ss.__file__)
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('scan_only', {str(path)!r})\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "assert 'numba' not in sys.modules and 'mamba_ssm' not in sys.modules, sorted(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or importlib.util.find_spec("mamba_ssm") is None,
+    reason="needs a CUDA GPU and mamba_ssm",
+)
+def test_cuda_kernel_matches_reference():
+    assert resolve_backend(torch.zeros(1, 1, 1, device="cuda")) == "cuda"
+    inputs = make_inputs(2, 64, 16, 300, dtype=torch.float32)
+    inputs = {k: (v.cuda() if v is not None else None) for k, v in inputs.items()}
+    grad_out = torch.randn(2, 64, 300, device="cuda")
+    expected, expected_grads = run(selective_scan_ref, inputs, True, grad_out)
+    out, grads = run(selective_scan, inputs, True, grad_out, backend="cuda")
+    assert rel_err(out, expected) < 1e-4
+    for name, grad in grads.items():
+        assert rel_err(grad, expected_grads[name]) < 1e-3, name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ONNX
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _TinyMixer(torch.nn.Module):
+    """A selective scan with Mamba's parameterisation, calling selective_scan with the automatic backend."""
+
+    def __init__(self, dim=6, nstate=4):
+        super().__init__()
+        self.nstate = nstate
+        self.A_log = torch.nn.Parameter(torch.log(torch.arange(1, nstate + 1, dtype=torch.float32).repeat(dim, 1)))
+        self.D = torch.nn.Parameter(torch.ones(dim))
+        self.dt_bias = torch.nn.Parameter(torch.full((dim,), -3.0))
+        self.proj = torch.nn.Linear(dim, 2 * nstate + 1)
+
+    def forward(self, x):  # x: (batch, dim, L)
+        b_c_dt = self.proj(x.transpose(1, 2)).transpose(1, 2)
+        B, C, dt = b_c_dt.split([self.nstate, self.nstate, 1], dim=1)
+        return selective_scan(
+            x, dt.expand_as(x), -torch.exp(self.A_log), B, C, self.D, z=x, delta_bias=self.dt_bias, delta_softplus=True
+        )
+
+
+def test_torch_scan_exports_to_onnx(tmp_path):
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = _TinyMixer().eval()
+    x = torch.randn(2, 6, 40)
+    start = time.perf_counter()
+    path = tmp_path / "scan.onnx"
+    with torch.no_grad():
+        expected = model(x)
+        torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=18, verbose=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert (torch.from_numpy(got) - expected).abs().max().item() < 1e-4
+    assert time.perf_counter() - start < 60, "ONNX export took too long"
