@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import wfdb
 
-from dataset_scripts import PTBXL, ECGDataError, class_names, load_ptbxl, signal_metadata
+from dataset_scripts import PTBXL, ECGDataError, class_names, common, load_ptbxl, signal_metadata
 from dataset_scripts.ptbxl import main
 from modeling_ecgmamba.feature_extraction_ecgmamba import STANDARD_LEADS, resample_signal
 
@@ -117,9 +117,11 @@ def test_signals_match_wfdb_and_sampling_rates(ptbxl, ptbxl_dir):
         assert np.corrcoef(downsampled[:, lead], x_lo[:, lead])[0, 1] > 0.95
 
 
-def test_two_processes_give_the_same_dataset(ptbxl, ptbxl_dir, tmp_path):
+def test_two_processes_give_the_same_dataset(ptbxl, ptbxl_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "MIN_SHARD_RECORDS", 100)  # the sample's train split in two shards, one per process
     one = ptbxl("superdiagnostic")
     two = load_ptbxl(ptbxl_dir, "superdiagnostic", cache_dir=str(tmp_path), num_proc=2)
+    assert len(list(tmp_path.rglob("ptbxl-train-*-of-00002.arrow"))) == 2  # one file per process
     for split in one:
         assert two[split]["ecg_id"] == one[split]["ecg_id"]
         a, b = one[split].with_format("numpy"), two[split].with_format("numpy")
@@ -258,7 +260,8 @@ def test_empty_split_is_an_error(tmp_path):
     assert not list((tmp_path / "cache").rglob("*.arrow"))
 
 
-def test_bad_record_with_two_processes(tmp_path):
+def test_bad_record_with_two_processes(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "MIN_SHARD_RECORDS", 100)
     root = make_ptbxl(tmp_path / "ptbxl", folds=(1,) * 200 + (2,) * 200 + (9, 10))
     dat = root / "records100/00000/00300_lr.dat"
     dat.write_bytes(dat.read_bytes()[:-24])
@@ -299,3 +302,11 @@ def test_cache_is_keyed_on_version_rate_and_folder(ptbxl_dir, tmp_path):
     other = PTBXL(config_name="rhythm", data_dir=str(make_ptbxl(tmp_path / "copy")), cache_dir=str(tmp_path))
     assert lo.config.version == PTBXL.VERSION and lo.cache_dir.endswith(str(PTBXL.VERSION))
     assert len({lo.cache_dir, hi.cache_dir, other.cache_dir}) == 3
+
+
+def test_shards_keep_order_and_share_evenly():
+    items = list(range(2750))
+    chunks = common.shards(items)
+    assert [i for chunk in chunks for i in chunk] == items  # contiguous: the split keeps the table's order
+    assert len(chunks) == 4 and max(map(len, chunks)) - min(map(len, chunks)) <= 1
+    assert len(common.shards(items[:400])) == 1  # too few records to pay for a process pool
