@@ -5,8 +5,23 @@
 (class names). `class_names(ds)` and `signal_metadata(ds)` read the label order and the sampling rate back.
 """
 
-from .common import ECGDataError, class_names, signal_metadata
-from .cpsc2018 import CPSC2018, load_cpsc2018
-from .ptbxl import PTBXL, load_ptbxl
+import importlib
 
-__all__ = ["PTBXL", "CPSC2018", "load_ptbxl", "load_cpsc2018", "ECGDataError", "class_names", "signal_metadata"]
+# Imported on first use, so that `python -m dataset_scripts.ptbxl` does not import its own module twice.
+_EXPORTS = {
+    "PTBXL": "ptbxl",
+    "load_ptbxl": "ptbxl",
+    "CPSC2018": "cpsc2018",
+    "load_cpsc2018": "cpsc2018",
+    "ECGDataError": "common",
+    "class_names": "common",
+    "signal_metadata": "common",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -287,4 +287,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # Run the package's copy of this module, so the builder classes live in `dataset_scripts.cpsc2018`, not `__main__`.
+    from dataset_scripts.cpsc2018 import main as package_main
+
+    package_main()

@@ -346,4 +346,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # Run the package's copy of this module, so the builder classes live in `dataset_scripts.ptbxl`, not `__main__`.
+    from dataset_scripts.ptbxl import main as package_main
+
+    package_main()
