@@ -117,7 +117,11 @@ def _parse_signal_line(hea_path: Path, line: str) -> WfdbSignal:
     gain = _GAIN_RE.match(fields[2]) if len(fields) > 2 else None
     if fmt is None or gain is None:
         raise ECGDataError(hea_path, f"cannot parse the signal line {line!r}")
-    adc_zero = int(fields[4]) if len(fields) > 4 else 0
+    try:
+        adc_zero = int(fields[4]) if len(fields) > 4 else 0
+        checksum = int(fields[6]) if len(fields) > 6 else None
+    except ValueError:
+        raise ECGDataError(hea_path, f"cannot parse the signal line {line!r}") from None
     return WfdbSignal(
         file_name=fields[0],
         fmt=fmt.group(1),
@@ -125,7 +129,7 @@ def _parse_signal_line(hea_path: Path, line: str) -> WfdbSignal:
         gain=float(gain.group(1)),
         baseline=int(gain.group(2)) if gain.group(2) is not None else adc_zero,
         units=gain.group(3) or "mV",
-        checksum=int(fields[6]) if len(fields) > 6 else None,
+        checksum=checksum,
         name=fields[8].strip() if len(fields) > 8 else "",
     )
 

@@ -310,3 +310,19 @@ def test_shards_keep_order_and_share_evenly():
     assert [i for chunk in chunks for i in chunk] == items  # contiguous: the split keeps the table's order
     assert len(chunks) == 4 and max(map(len, chunks)) - min(map(len, chunks)) <= 1
     assert len(common.shards(items[:400])) == 1  # too few records to pay for a process pool
+
+
+@pytest.mark.parametrize(
+    "old, new, match",
+    [
+        (" 1000.0(0)/mV 16 0", " gain?/mV 16 0", "cannot parse the signal line"),
+        (" 0 V6", " 0 X6", r"expected the 12 standard leads .* found \[.*'X6'\]"),
+        ("1000.0(0)/mV", "0(0)/mV", "lead I: cannot calibrate gain 0.0"),
+        ("00002_lr 12 100 1000", "00002_lr 12 250 1000", "1000 samples at 250 Hz, expected 1000 at 100 Hz"),
+    ],
+)
+def test_malformed_headers(tmp_path, old, new, match):
+    root = make_ptbxl(tmp_path / "ptbxl")
+    hea = root / "records100/00000/00002_lr.hea"
+    hea.write_text(hea.read_text().replace(old, new, 1))
+    expect_error(root, tmp_path, r"00002_lr\.(hea|dat): " + match)
