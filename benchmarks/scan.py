@@ -11,10 +11,11 @@ Method (printed with the results):
   --ref-budget seconds it gets 3 runs, and above --ref-max-elements (batch*dim*L*N) it is skipped; the table
   says how many runs each figure is the median of.
 - "fwd" runs under torch.no_grad(); "fwd+bwd" times forward and backward() of (out * g).sum() with every input
-  requiring grad ("bwd" is the backward() part alone).
+  requiring grad ("bwd" is the backward() part alone). A reference fwd+bwd over 20x --ref-budget is run once:
+  n = "1w" means the figure is that single (warm-up) run.
 - Errors are max |difference| to the reference's output (and, relative to the largest gradient, to its input
   gradients), same inputs, float32.
-- Peak memory: one extra forward+backward per case while a thread samples the process RSS (psutil) every 1 ms;
+- Peak memory: during the warm-up forward+backward of each case a thread samples the process RSS (psutil) every 1 ms;
   reported is peak minus the RSS just before (after gc and malloc_trim, so memory freed earlier is returned to
   the OS first). It sees every allocation (torch, numpy, numba), but a short spike between two samples can be
   missed, and inputs created before the call are not counted.
@@ -92,7 +93,7 @@ def _trim():
 
 
 def peak_rss_delta(fn):
-    """Run fn() while sampling RSS every 1 ms; return (peak - baseline) in MiB."""
+    """Run fn() while sampling RSS every 1 ms; return ((peak - baseline) in MiB, fn's result)."""
     _trim()
     proc = psutil.Process()
     base = proc.memory_info().rss
@@ -107,12 +108,12 @@ def peak_rss_delta(fn):
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     try:
-        fn()
+        result = fn()
     finally:
         done.set()
         thread.join()
     peak[0] = max(peak[0], proc.memory_info().rss)
-    return (peak[0] - base) / 2**20
+    return (peak[0] - base) / 2**20, result
 
 
 def max_abs(a, b):
@@ -141,19 +142,18 @@ def bench_case(batch, length, args, dim, nstate):
             reps = 3
         times = [forward_once(backend, inputs)[0] for _ in range(reps)]
         row.update(fwd_s=statistics.median(times), fwd_reps=reps)
-        # Forward + backward.
-        f0, b0, grads = train_once(backend, inputs, grad_out)
+        # Forward + backward. The warm-up run is also the memory run (the sampler thread costs a little time).
+        row["peak_extra_mib"], (f0, b0, grads) = peak_rss_delta(lambda b=backend: train_once(b, inputs, grad_out))
         reps = args.reps
         if backend == "reference" and f0 + b0 > args.ref_budget:
-            reps = 3 if f0 + b0 < 20 * args.ref_budget else 1
-        runs = [train_once(backend, inputs, grad_out)[:2] for _ in range(reps)]
+            reps = 3 if f0 + b0 < 20 * args.ref_budget else 0
+        runs = [train_once(backend, inputs, grad_out)[:2] for _ in range(reps)] or [(f0, b0)]
         row.update(
             train_fwd_s=statistics.median(r[0] for r in runs),
             bwd_s=statistics.median(r[1] for r in runs),
             train_s=statistics.median(r[0] + r[1] for r in runs),
-            train_reps=reps,
+            train_reps=reps or "1w",
         )
-        row["peak_extra_mib"] = peak_rss_delta(lambda b=backend: train_once(b, inputs, grad_out))
         if backend == "reference":
             ref_out, ref_grads = out, grads
         elif ref_out is not None:
@@ -188,7 +188,7 @@ def print_table(rows):
         print(
             f"{row['batch']:>5} {row['L']:>5} {row['backend']:>10} | {fmt(row, 'fwd_s', '8.4f')} "
             f"{fmt(row, 'fwd_speedup', '6.1f'):>6} {row['fwd_reps']:>3} | {fmt(row, 'train_s', '9.4f')} "
-            f"{fmt(row, 'bwd_s', '8.4f')} {fmt(row, 'bwd_speedup', '9.1f'):>9} {row['train_reps']:>3} | "
+            f"{fmt(row, 'bwd_s', '8.4f')} {fmt(row, 'bwd_speedup', '9.1f'):>9} {row['train_reps']!s:>3} | "
             f"{fmt(row, 'max_abs_err_out', '8.1e'):>8} {fmt(row, 'max_rel_err_grad', '8.1e'):>8} | "
             f"{fmt(row, 'peak_extra_mib', '8.0f'):>8}",
             flush=True,
@@ -197,7 +197,7 @@ def print_table(rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes (batch 1, 4; L 64, 250; dim 64): < 60 s")
+    parser.add_argument("--quick", action="store_true", help="small sizes (batch 1, 4; L 32, 128; dim 32): < 60 s")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=10, help="timed runs per figure after one warm-up")
@@ -209,11 +209,11 @@ def main(argv=None):
     parser.add_argument("--ref-max-elements", type=float, default=1.4e8, help="skip the reference above this")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    dim = 64 if args.quick else args.dim
+    dim = 32 if args.quick else args.dim
     batches = args.batch or ([1, 4] if args.quick else [1, 32])
-    lengths = args.lengths or ([64, 250] if args.quick else [250, 1000, 5000])
+    lengths = args.lengths or ([32, 128] if args.quick else [250, 1000, 5000])
     if args.quick:
-        args.reps = min(args.reps, 5)
+        args.reps = min(args.reps, 3)
 
     meta = {
         "torch": torch.__version__,

@@ -46,11 +46,12 @@ __all__ = [
 BACKENDS = ("reference", "cpu_kernel", "torch", "cuda")
 ENV_VAR = "ECGMAMBA_SCAN_BACKEND"
 
-# Steps per chunk of the pure-PyTorch scan. Inside a chunk the decays are products of at most
-# _TORCH_CHUNK factors, each clamped to >= exp(_LOG_DECAY_MIN); with the mid-chunk reference point used in
-# _torch_scan_chunk every exponent stays within +-_TORCH_CHUNK * |_LOG_DECAY_MIN| / 2 = 64 (float32's exp
-# overflows above 88; the margin keeps gradients finite), whatever dt is.
-_TORCH_CHUNK = 8
+# Steps per chunk of the pure-PyTorch scan, and the floor of each step's log-decay dt * A there: inside a chunk
+# the exponents stay within _TORCH_CHUNK * |_LOG_DECAY_MIN| = 64 (float32's exp overflows above 88; the margin
+# keeps gradients finite), whatever dt is. Short chunks also keep the (B D N T) intermediates in cache, which
+# measured faster than longer chunks on 2 cores.
+_TORCH_CHUNK = 4
+_TORCH_CHUNK_SEGMENT = 32  # steps per autograd checkpoint of the PyTorch scan (a multiple of _TORCH_CHUNK)
 _LOG_DECAY_MIN = -16.0
 
 _SOFTPLUS_THRESHOLD = 20.0  # torch.nn.functional.softplus's default: softplus(x) = x above it
@@ -132,20 +133,19 @@ def _torch_scan_chunk(h0, dt_c, u_c, B_c, C_c, A):
 
     Returns ``(y_c, h_T)``: y_c (B D T) without the D skip and the gate, h_T (B D N) the state after the chunk.
 
-    With S_t = sum_{k<=t} dt_k A (cumulative log-decay inside the chunk) and a reference point R,
-    h_t = exp(S_t - R) * (exp(R) h0 + sum_{s<=t} exp(R - S_s) dt_s B_s u_s). R = S_T / 2 bounds both exponents by
-    half the chunk's total log-decay, at most _TORCH_CHUNK * |_LOG_DECAY_MIN| / 2 = 64 once each step's log-decay
-    is clamped at _LOG_DECAY_MIN (a decay below exp(-16) = 1.1e-7 per step, float32's resolution, is kept at
-    1.1e-7), so neither the values nor their gradients overflow. Intermediates are
-    (B D N T): B_c and C_c broadcast without copies and the cumsums run over the contiguous last dimension.
-    Out of place where autograd needs it, no cumprod: exports to ONNX.
+    With S_t = sum_{k<=t} dt_k A (cumulative log-decay inside the chunk),
+    h_t = exp(S_t) * (h0 + sum_{s<=t} exp(-S_s) dt_s B_s u_s). Each step's log-decay is clamped at
+    _LOG_DECAY_MIN (a decay below exp(-16) = 1.1e-7 per step, float32's resolution, is kept at 1.1e-7), so
+    |S_t| <= _TORCH_CHUNK * 16 = 64 and neither exp(+-S) nor the gradients overflow (float32's exp does above 88).
+    Intermediates are (B D N T): B_c and C_c broadcast without copies and the cumsums run over the contiguous
+    last dimension. Out of place where autograd needs it, no cumprod: exports to ONNX.
     """
     s = torch.cumsum((dt_c.unsqueeze(2) * A.unsqueeze(-1)).clamp(min=_LOG_DECAY_MIN), dim=-1)  # (B D N T)
-    r = 0.5 * s[..., -1:]  # (B D N 1)
-    growth = torch.exp(s - r)  # exp(S_t - R)
-    # exp(R - S_s) dt_s B_s u_s; exp rather than 1 / growth, whose derivative -1/growth^2 overflows
-    inflow = (dt_c * u_c).unsqueeze(2) * B_c.unsqueeze(1) * torch.exp(r - s)
-    inflow[..., 0] += torch.exp(r[..., 0]) * h0
+    growth = torch.exp(s)
+    # exp(-S); 1 / growth is cheaper but its derivative -1/growth^2 would overflow, so only without autograd
+    shrink = torch.exp(-s) if torch.is_grad_enabled() else torch.reciprocal(growth)
+    inflow = (dt_c * u_c).unsqueeze(2) * B_c.unsqueeze(1) * shrink  # exp(-S_s) dt_s B_s u_s
+    inflow[..., 0] += h0
     h = growth * torch.cumsum(inflow, dim=-1)  # (B D N T)
     y = (h * C_c.unsqueeze(1)).sum(2)  # (B D T)
     return y, h[..., -1].contiguous()  # a copy: a view would keep the whole (B D N T) chunk alive
@@ -168,30 +168,40 @@ def _is_tracing() -> bool:
     return False
 
 
-def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, chunk_size=None):
-    """Pure-PyTorch selective scan: sequential over chunks of ``chunk_size`` steps, parallel inside a chunk.
+def _torch_scan_segment(h, dt, u, B, C, A):
+    """Chunks of _TORCH_CHUNK steps one after the other over a segment: returns (y (B D T), final state)."""
+    ys = []
+    for start in range(0, dt.shape[-1], _TORCH_CHUNK):
+        sl = slice(start, start + _TORCH_CHUNK)
+        y_c, h = _torch_scan_chunk(h, dt[:, :, sl], u[:, :, sl], B[:, :, sl], C[:, :, sl], A)
+        ys.append(y_c)
+    return torch.cat(ys, dim=2), h
 
-    Same arguments and shapes as :func:`selective_scan_ref`. Only one chunk's ``(B D T N)`` tensors exist at a
-    time; under autograd each chunk is checkpointed (recomputed in backward), so training memory is
-    O(B D L + B D N L / T) instead of several copies of the ``(B D L N)`` state tensor. Exports to ONNX
+
+def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Pure-PyTorch selective scan: sequential over chunks of _TORCH_CHUNK steps, parallel inside a chunk.
+
+    Same arguments and shapes as :func:`selective_scan_ref`. Only one chunk's ``(B D N T)`` tensors exist at a
+    time. Under autograd each segment of _TORCH_CHUNK_SEGMENT steps is checkpointed (recomputed in backward):
+    training keeps O(B D L) plus one state per segment, B D N L / _TORCH_CHUNK_SEGMENT, instead of several copies
+    of the ``(B D N L)`` states, and one segment's intermediates while its backward runs. Exports to ONNX
     (``torch.onnx.export(..., dynamo=True)``, opset 18) for a fixed length.
     """
     dtype_in = u.dtype
-    chunk = int(chunk_size or _TORCH_CHUNK)
     u, delta, A, B, C = _discretisation_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
     batch, dim, length = u.shape
     checkpoint = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C)) and not _is_tracing()
     h = u.new_zeros((batch, dim, A.shape[1]))
     ys = []
-    for start in range(0, length, chunk):
-        sl = slice(start, min(start + chunk, length))
+    for start in range(0, length, _TORCH_CHUNK_SEGMENT):
+        sl = slice(start, start + _TORCH_CHUNK_SEGMENT)
         args = (h, delta[:, :, sl], u[:, :, sl], B[:, :, sl], C[:, :, sl], A)
         if checkpoint:
-            y_c, h = torch.utils.checkpoint.checkpoint(_torch_scan_chunk, *args, use_reentrant=False)
+            y_s, h = torch.utils.checkpoint.checkpoint(_torch_scan_segment, *args, use_reentrant=False)
         else:
-            y_c, h = _torch_scan_chunk(*args)
-        ys.append(y_c)
-    y = torch.cat(ys, dim=2)
+            y_s, h = _torch_scan_segment(*args)
+        ys.append(y_s)
+    y = torch.cat(ys, dim=2) if len(ys) > 1 else ys[0]
     return _skip_and_gate(y, u, D, z).to(dtype_in)
 
 

@@ -1,10 +1,9 @@
 """Selective scan: every fast path against the reference loop (values and gradients), float64 accuracy at
 L=5000, dtypes, dispatch, and ONNX export of the pure-PyTorch scan."""
 
+import ast
 import importlib.util
 import logging
-import subprocess
-import sys
 import time
 import types
 from pathlib import Path
@@ -263,16 +262,25 @@ def test_unknown_backend_names_the_valid_ones():
         assert repr(name) in str(info.value)
 
 
-def test_import_is_light():
-    """Importing the file (as Hub remote code would) imports neither numba nor mamba_ssm, and compiles nothing."""
-    path = Path(ss.__file__)
-    code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('scan_only', {str(path)!r})\n"
-        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
-        "assert 'numba' not in sys.modules and 'mamba_ssm' not in sys.modules, sorted(sys.modules)\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+def test_module_level_imports_are_light():
+    """Hub remote code: at module level only the standard library, NumPy and PyTorch, nothing from the repository;
+    numba and mamba_ssm only inside functions (imported lazily, guarded)."""
+    tree = ast.parse(Path(ss.__file__).read_text())
+    top = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            top.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "no relative imports"
+            top.add(node.module.split(".")[0])
+    assert top <= {"__future__", "logging", "os", "threading", "math", "numpy", "torch"}, top
+    lazy = {
+        alias.name if isinstance(node, ast.Import) else node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom) and node not in tree.body
+        for alias in node.names
+    }
+    assert {"numba", "mamba_ssm.ops.selective_scan_interface"} <= lazy
 
 
 @pytest.mark.cuda
@@ -321,7 +329,7 @@ def test_torch_scan_exports_to_onnx(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     model = _TinyMixer().eval()
-    x = torch.randn(2, 6, 40)
+    x = torch.randn(2, 6, 20)  # two full chunks and a partial one
     start = time.perf_counter()
     path = tmp_path / "scan.onnx"
     with torch.no_grad():
