@@ -309,6 +309,7 @@ class ECGBuilder(datasets.GeneratorBasedBuilder):
     """
 
     DISPLAY_NAME = "ECG"  # in messages
+    _report_dir = None  # set while preparing; None when streaming (problems are then raised or logged directly)
 
     def _split_records(self, data_dir: Path) -> dict[str, list[dict]]:
         raise NotImplementedError
@@ -333,6 +334,7 @@ class ECGBuilder(datasets.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         data_dir = check_data_dir(self.config.data_dir, self.DISPLAY_NAME)
+        self._skipped = getattr(self, "_skipped", [])
         splits = self._split_records(data_dir)
         generators = []
         for split, records in splits.items():
@@ -349,6 +351,11 @@ class ECGBuilder(datasets.GeneratorBasedBuilder):
                 try:
                     key, example = self._example(record)
                 except ECGDataError as err:
+                    if report_dir is None:  # streaming
+                        if not self.config.skip_bad_records:
+                            raise
+                        logger.warning("skipped a bad record (skip_bad_records=True): %s", err)
+                        continue
                     # Workers may be other processes: leave the problem where the main process finds it.
                     with open(Path(report_dir) / f"{os.getpid()}.jsonl", "a") as f:
                         f.write(json.dumps({"path": err.path, "problem": err.problem}) + "\n")

@@ -326,3 +326,11 @@ def test_malformed_headers(tmp_path, old, new, match):
     hea = root / "records100/00000/00002_lr.hea"
     hea.write_text(hea.read_text().replace(old, new, 1))
     expect_error(root, tmp_path, r"00002_lr\.(hea|dat): " + match)
+
+
+def test_streaming_reads_the_same_records(ptbxl, ptbxl_dir, tmp_path):
+    streamed = PTBXL(config_name="superdiagnostic", data_dir=str(ptbxl_dir), cache_dir=str(tmp_path))
+    first = next(iter(streamed.as_streaming_dataset()["test"]))
+    prepared = ptbxl("superdiagnostic")["test"].with_format("numpy")[0]
+    assert first["ecg_id"] == prepared["ecg_id"] and list(first["labels"]) == list(prepared["labels"])
+    np.testing.assert_array_equal(np.asarray(first["input_values"]), prepared["input_values"])
