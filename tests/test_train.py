@@ -1,0 +1,407 @@
+"""Tests of train_hf.py: short real runs on the PTB-XL sample with a tiny model.
+
+One shared prepared dataset cache; runs happen in this process except where a test needs another one (a fresh process
+that loads the checkpoint with trust_remote_code only, a run that gets killed, two gloo ranks).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+import pytest
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, RepoUrl
+from huggingface_hub.utils import filter_repo_objects
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # train_hf.py and ecg_training.py live at the root
+
+import ecg_training  # noqa: E402
+import train_hf  # noqa: E402
+from dataset_scripts import load_ptbxl  # noqa: E402
+
+sys.path.insert(0, str(ecg_training.METRIC_PATH))
+from ecg_multilabel import multilabel_metrics  # noqa: E402
+
+MODEL_FILES = {
+    "configuration_ecgmamba.py",
+    "modeling_ecgmamba.py",
+    "selective_scan.py",
+    "feature_extraction_ecgmamba.py",
+}
+LOADABLE = {"config.json", "model.safetensors", "preprocessor_config.json"} | MODEL_FILES
+TINY = [
+    "--hidden_size", "32", "--num_hidden_layers", "2", "--state_size", "8", "--ffn_size", "64",
+    "--hidden_dropout", "0", "--head_dropout", "0",
+]  # fmt: skip
+# 2.5 s windows from the 10 s PTB-XL records: training crops at random, evaluation slides 7 windows per record.
+SHORT_RUN = [
+    "--window_seconds", "2.5", "--max_steps", "4", "--per_device_train_batch_size", "8",
+    "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
+    "--max_eval_samples", "16", "--bootstrap_samples", "200", "--logging_steps", "1",
+]  # fmt: skip
+DDP_RUN = [
+    "--use_encoder", "false", "--window_seconds", "2.5", "--max_steps", "3", "--max_train_samples", "24", "--max_eval_samples", "4", "--logging_steps", "1",
+    "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false", "--bootstrap_samples", "0",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def dataset_cache(tmp_path_factory, ptbxl_dir):
+    """The PTB-XL sample prepared once; every run below reads this cache."""
+    cache = tmp_path_factory.mktemp("ptbxl_cache")
+    load_ptbxl(ptbxl_dir, cache_dir=str(cache))
+    return cache
+
+
+def run_args(ptbxl_dir, cache, output_dir, *extra) -> list[str]:
+    common = ["--data_dir", str(ptbxl_dir), "--dataset_cache_dir", str(cache), "--output_dir", str(output_dir)]
+    return [*common, *TINY, "--use_cpu", "--seed", "0", "--disable_tqdm", "true", *extra]
+
+
+def train(*args) -> dict:
+    return train_hf.main(list(args))
+
+
+def losses(output_dir) -> dict[int, float]:
+    history = json.loads((Path(output_dir) / "trainer_state.json").read_text())["log_history"]
+    return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, ptbxl_dir, dataset_cache):
+    output_dir = tmp_path_factory.mktemp("short_run")
+    final = train(*run_args(ptbxl_dir, dataset_cache, output_dir, *SHORT_RUN))
+    return output_dir, final
+
+
+# ------------------------------------------------------------------------------------------------ the main job
+
+
+def test_a_run_leaves_a_loadable_checkpoint(short_run):
+    output_dir, final = short_run
+    files = {p.name for p in output_dir.iterdir()}
+    assert LOADABLE | {"README.md", "test_results.json", "training_curves.png"} <= files
+    config = json.loads((output_dir / "config.json").read_text())
+    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForSequenceClassification"}
+    assert list(config["id2label"].values()) == ["CD", "HYP", "MI", "NORM", "STTC"]
+    assert config["window_seconds"] == 2.5 and config["hidden_size"] == 32
+    # Thresholds chosen on validation travel in the config, in class order.
+    assert config["thresholds"] == pytest.approx(final["validation"]["thresholds"])
+    assert len(config["thresholds"]) == 5 and config["thresholds"] != [0.5] * 5
+    preprocessor = json.loads((output_dir / "preprocessor_config.json").read_text())
+    assert preprocessor["auto_map"]["AutoFeatureExtractor"].startswith("feature_extraction_ecgmamba.")
+    # Every checkpoint folder loads on its own too.
+    for checkpoint in ("checkpoint-2", "checkpoint-4"):
+        assert LOADABLE <= {p.name for p in (output_dir / checkpoint).iterdir()}
+
+    results = json.loads((output_dir / "test_results.json").read_text())
+    assert results["test_num_records"] == 16 and results["test_bootstrap_samples"] == 200
+    assert results["test_macro_auc_ci_low"] <= results["test_macro_auc"] <= results["test_macro_auc_ci_high"]
+    assert results["test_thresholds"] == config["thresholds"]
+    assert sum(results["test_positives"]) >= 16
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    assert [h["step"] for h in history if "eval_macro_auc" in h] == [2, 4]
+
+
+def test_the_checkpoint_gives_the_same_test_metrics_in_a_fresh_process(short_run, dataset_cache, ptbxl_dir, tmp_path):
+    """A process with transformers and trust_remote_code only: the feature extractor's own windows, averaged."""
+    output_dir, _ = short_run
+    test = load_ptbxl(ptbxl_dir, cache_dir=str(dataset_cache))["test"].select(range(16)).with_format("numpy")
+    labels = np.stack(test["labels"])
+    np.save(tmp_path / "signals.npy", np.stack(test["input_values"]))
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        import numpy as np, torch
+        from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained({str(output_dir)!r}, trust_remote_code=True).eval()
+        extractor = AutoFeatureExtractor.from_pretrained({str(output_dir)!r}, trust_remote_code=True)
+        assert "modeling_ecgmamba" not in sys.modules, "the repository's package must not be imported"
+        inputs = extractor(list(np.load("signals.npy")), sampling_rate=100, return_windows=True, return_tensors="pt")
+        with torch.no_grad():
+            probabilities = torch.sigmoid(model(inputs["input_values"], attention_mask=inputs["attention_mask"]).logits)
+        index = inputs["record_index"].numpy()
+        per_record = [probabilities[index == i].mean(0).tolist() for i in range(index.max() + 1)]
+        print(json.dumps({{"probabilities": per_record, "thresholds": model.config.thresholds}}))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fresh = json.loads(result.stdout.strip().splitlines()[-1])
+    saved = json.loads((output_dir / "test_results.json").read_text())
+    assert fresh["thresholds"] == saved["test_thresholds"]
+    scores = multilabel_metrics(fresh["probabilities"], labels, thresholds=fresh["thresholds"])
+    for name in ("macro_auc", "macro_f1", "sample_f1", "accuracy", "fmax"):
+        assert scores[name] == pytest.approx(saved[f"test_{name}"], abs=1e-6), name
+    assert scores["per_class_auc"] == pytest.approx(saved["test_per_class_auc"], abs=1e-6)
+
+
+def test_the_model_card_carries_the_measured_results(short_run):
+    output_dir, final = short_run
+    card = ModelCard.load(output_dir / "README.md")
+    assert card.data.license == "apache-2.0" and card.data.library_name == "transformers"
+    assert "ptb-xl" in card.data.datasets and "ecg" in card.data.tags
+    results = {r.metric_name: r for r in card.data.eval_results}
+    assert set(results) == {"Macro ROC-AUC", "Macro F1", "Sample F1", "Accuracy (exact match)", "Fmax"}
+    auc = results["Macro ROC-AUC"]
+    assert auc.metric_value == pytest.approx(final["test"]["macro_auc"], abs=1e-4)
+    assert (auc.dataset_name, auc.dataset_config, auc.dataset_split) == ("PTB-XL", "superdiagnostic", "test")
+    assert auc.task_type == "time-series-classification" and auc.metric_type == "roc_auc"
+    assert results["Fmax"].metric_value == pytest.approx(final["test"]["fmax"], abs=1e-4)
+    text = card.text
+    low, high = final["test"]["macro_auc_ci_low"], final["test"]["macro_auc_ci_high"]
+    assert f"**{final['test']['macro_auc']:.3f}** ({low:.3f}-{high:.3f})" in text  # the results table
+    assert "Not for clinical use" in text and "2406.10098" in text and "CC BY 4.0" in text
+    assert "Small training set" in text and "![Training curves](training_curves.png)" in text
+    assert "Training in progress" not in text
+
+
+def test_no_weight_decay_on_ssm_parameters_biases_and_norms():
+    model = train_hf.ECGMambaForSequenceClassification(train_hf.ECGMambaConfig(hidden_size=32, num_hidden_layers=1))
+    trainer = object.__new__(ecg_training.ECGTrainer)  # only the method under test
+    decayed = set(trainer.get_decay_parameter_names(model))
+    names = {name for name, _ in model.named_parameters()}
+    assert not {n for n in decayed if n.endswith(("A_log", ".D", "bias"))}
+    assert not {n for n in decayed if "norm" in n}  # LayerNorm and the encoder's BatchNorm
+    assert "ecgmamba.layers.0.mixer.in_proj.weight" in decayed and "classifier.weight" in decayed
+    assert "ecgmamba.layers.0.mixer.forward_mixer.A_log" in names - decayed
+
+
+# ------------------------------------------------------------------------------------------------ resume
+
+
+def test_a_killed_run_resumes_with_the_same_optimizer_scheduler_and_data(
+    short_run, ptbxl_dir, dataset_cache, tmp_path
+):
+    output_dir = tmp_path / "killed"
+    args = run_args(ptbxl_dir, dataset_cache, output_dir, *SHORT_RUN)
+    log = open(tmp_path / "killed.log", "w")
+    process = subprocess.Popen([sys.executable, "train_hf.py", *args], cwd=REPO_ROOT, stdout=log, stderr=log)
+    first_checkpoint = output_dir / "checkpoint-2" / "trainer_state.json"
+    deadline = time.time() + 240
+    while not first_checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert first_checkpoint.exists(), (tmp_path / "killed.log").read_text()[-3000:]
+    assert not (output_dir / "checkpoint-4").exists(), "the run ended before it could be interrupted"
+    assert not (output_dir / "test_results.json").exists()
+
+    train(*args, "--auto_resume")
+    uninterrupted = losses(short_run[0])
+    assert sorted(losses(output_dir)) == [1, 2, 3, 4]
+    for step in (3, 4):  # trained after the resume: same batches, learning rate and Adam moments
+        assert losses(output_dir)[step] == pytest.approx(uninterrupted[step], rel=1e-4)
+    resumed = json.loads((output_dir / "test_results.json").read_text())
+    reference = json.loads((short_run[0] / "test_results.json").read_text())
+    assert resumed["test_macro_auc"] == pytest.approx(reference["test_macro_auc"], abs=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------ several processes
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(ptbxl_dir, dataset_cache, tmp_path):
+    two = tmp_path / "two_processes"
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        str(REPO_ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"), "train_hf.py",
+    ]  # fmt: skip
+    args = run_args(ptbxl_dir, dataset_cache, two, *DDP_RUN, "--per_device_train_batch_size", "4")
+    result = subprocess.run([*launch, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Process 0/2 on cpu" in result.stderr and (two / "test_results.json").exists()
+
+    one = tmp_path / "one_process"
+    train(*run_args(ptbxl_dir, dataset_cache, one, *DDP_RUN, "--per_device_train_batch_size", "8"))
+    assert sorted(losses(two)) == sorted(losses(one)) == [1, 2, 3]
+    # Without the encoder's BatchNorm (whose statistics would come from 4 records per rank instead of 8) the two
+    # runs compute the same thing: same records, crops, gradients (averaged over ranks) and updates.
+    for step in (1, 2, 3):
+        assert losses(two)[step] == pytest.approx(losses(one)[step], rel=1e-4), step
+
+
+# ------------------------------------------------------------------------------------------------ the Hub, offline
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """Patch the Hub's network boundary only; record which files each commit carries."""
+    commits = []
+
+    def commit(repo_id, message, files):
+        commits.append({"repo_id": repo_id, "message": message, "files": sorted(files)})
+        oid = f"{len(commits):040x}"
+        return CommitInfo(f"https://huggingface.co/{repo_id}/commit/{oid}", message, "", oid)
+
+    def create_commit(self, repo_id, operations, *, commit_message, **kwargs):
+        return commit(
+            repo_id, commit_message, [op.path_in_repo for op in operations if isinstance(op, CommitOperationAdd)]
+        )
+
+    def upload_folder(
+        self, *, repo_id, folder_path, commit_message, ignore_patterns=(), run_as_future=False, **kwargs
+    ):
+        paths = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
+        files = filter_repo_objects(paths, ignore_patterns=list(ignore_patterns))
+        info = commit(repo_id, commit_message, files)  # what the folder holds when the push starts
+        if not run_as_future:
+            return info
+        future = Future()
+        future.set_result(info)
+        return future
+
+    monkeypatch.setattr(HfApi, "whoami", lambda self, token=None, **kwargs: {"name": "tester"})
+    monkeypatch.setattr(
+        HfApi, "create_repo", lambda self, repo_id, **kwargs: RepoUrl(f"https://huggingface.co/{repo_id}")
+    )
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return commits
+
+
+def test_push_to_hub_publishes_loadable_revisions(fake_hub, ptbxl_dir, dataset_cache, tmp_path):
+    push = ["--push_to_hub", "--hub_model_id", "tester/ecgmamba-tiny", "--hub_token", "hf_test"]
+    steps = ["--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1", "--eval_strategy", "no"]
+    quick = ["--load_best_model_at_end", "false", "--max_eval_samples", "8", "--bootstrap_samples", "0"]
+    train(*run_args(ptbxl_dir, dataset_cache, tmp_path / "out", "--window_seconds", "2.5", *push, *steps, *quick))
+
+    assert len(fake_hub) >= 2 and {c["repo_id"] for c in fake_hub} == {"tester/ecgmamba-tiny"}
+    assert fake_hub[0]["message"].startswith("Training in progress")
+    assert fake_hub[-1]["message"] == "End of training"
+    for commit in fake_hub:  # every revision loads: code, config, weights and preprocessor from the first push on
+        assert LOADABLE <= set(commit["files"]), commit
+        assert not [f for f in commit["files"] if f.startswith("checkpoint-")], commit
+    assert {"README.md", "test_results.json", "training_curves.png"} <= set(fake_hub[-1]["files"])
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.eval_results and "tester/ecgmamba-tiny" in card.text
+
+
+def test_push_without_a_token_fails_before_training(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    with pytest.raises(ecg_training.SetupError, match="needs a Hugging Face token"):
+        train("--push_to_hub", "--output_dir", str(tmp_path), "--data_dir", str(tmp_path / "absent"))
+
+
+def test_push_without_the_hub_fails_before_training(tmp_path):
+    # HF_HUB_OFFLINE=1 (conftest): the real whoami refuses, as it would without a network.
+    with pytest.raises(ecg_training.SetupError, match="cannot reach the Hugging Face Hub"):
+        train("--push_to_hub", "--hub_token", "hf_test", "--output_dir", str(tmp_path), "--data_dir", str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------------ missing data
+
+
+def test_a_missing_data_folder_says_where_to_put_the_data(tmp_path):
+    with pytest.raises(ecg_training.SetupError) as error:
+        train("--data_dir", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "out"))
+    message = str(error.value)
+    assert str(tmp_path / "nowhere") in message and "https://physionet.org/content/ptb-xl/" in message
+    assert "--download" in message and "ECGMAMBA_DATA_DIR" in message
+
+
+def test_data_dir_defaults_to_the_environment_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv("ECGMAMBA_DATA_DIR", str(tmp_path))
+    assert ecg_training.resolve_data_dir("ptbxl", None) == tmp_path / "ptb-xl"
+    assert ecg_training.resolve_data_dir("cpsc2018", None) == tmp_path / "cpsc2018"
+    assert ecg_training.resolve_data_dir("ptbxl", str(tmp_path / "mine")) == tmp_path / "mine"
+
+
+def test_download_fetches_what_is_missing_with_wfdb(monkeypatch, ptbxl_dir, tmp_path):
+    """PhysioNet replaced by the shared sample: only the files missing locally are requested."""
+    requested = []
+
+    def dl_pn_file(inputs):
+        name, subdir, database, target, keep_subdirs, overwrite = inputs
+        requested.append(f"{subdir}/{name}".lstrip("/"))
+        assert database == "ptb-xl/1.0.3" and keep_subdirs
+        (Path(target) / subdir / name).write_bytes((ptbxl_dir / subdir / name).read_bytes())
+
+    monkeypatch.setattr("wfdb.io.download.dl_pn_file", dl_pn_file)
+    target = tmp_path / "ptb-xl"
+    assert ecg_training.ensure_data("ptbxl", target, download=True, sampling_rate=100) == target
+    assert "ptbxl_database.csv" in requested and "records100/00000/00001_lr.dat" in requested
+    assert not [f for f in requested if f.startswith("records500")]
+    assert len(requested) == 3 + 2 * 400
+    requested.clear()
+    ecg_training.ensure_data("ptbxl", target, download=True, sampling_rate=100)  # complete: nothing to fetch
+    assert requested == []
+
+
+def test_download_without_a_network_says_what_to_do(monkeypatch, tmp_path):
+    def offline(inputs):
+        raise ConnectionError("Failed to resolve 'physionet.org'")
+
+    monkeypatch.setattr("wfdb.io.download.dl_pn_file", offline)
+    with pytest.raises(ecg_training.SetupError, match="Could not download PTB-XL from PhysioNet") as error:
+        ecg_training.ensure_data("ptbxl", tmp_path / "ptb-xl", download=True, sampling_rate=100)
+    assert "physionet.org/content/ptb-xl/1.0.3" in str(error.value) and "ConnectionError" in str(error.value)
+
+
+# ------------------------------------------------------------------------------------------------ windows
+
+
+def test_training_crops_random_windows_that_survive_a_resume_and_pads_short_records():
+    long_record = np.arange(1000 * 12, dtype=np.float32).reshape(1000, 12)
+    short_record = np.ones((100, 12), dtype=np.float32)
+    collator = ecg_training.WindowCollator(window=250, seed=3)
+
+    def crop_of(index, epoch):
+        collator.epoch = epoch
+        batch = collator([{"input_values": long_record, "labels": [1.0, 0.0], "index": index}])
+        start = int(batch["input_values"][0, 0, 0]) // 12
+        np.testing.assert_array_equal(batch["input_values"][0].numpy(), long_record[start : start + 250])
+        assert "attention_mask" not in batch  # nothing padded: no mask
+        return start
+
+    starts = {(index, epoch): crop_of(index, epoch) for index in range(5) for epoch in range(4)}
+    assert len(set(starts.values())) > 10  # new crops for other records and other epochs ...
+    assert all(crop_of(index, epoch) == start for (index, epoch), start in starts.items())  # ... the same on replay
+
+    batch = collator(
+        [
+            {"input_values": short_record, "labels": [0.0, 1.0], "index": 0},
+            {"input_values": long_record, "labels": [1.0, 1.0]},
+        ]
+    )
+    assert batch["input_values"].shape == (2, 250, 12) and batch["labels"].tolist() == [[0, 1], [1, 1]]
+    assert batch["attention_mask"].sum(1).tolist() == [100, 250] and (batch["input_values"][0, 100:] == 0).all()
+    np.testing.assert_array_equal(batch["input_values"][1].numpy(), long_record[:250])  # no index: the start
+
+
+def test_evaluation_slides_windows_and_averages_per_record():
+    import datasets
+
+    features = datasets.Features(
+        {
+            "input_values": datasets.Array2D((None, 12), "float32"),
+            "labels": datasets.List(datasets.Value("float32"), length=2),
+        }
+    )
+    records = [np.zeros((1000, 12), np.float32), np.zeros((600, 12), np.float32), np.zeros((200, 12), np.float32)]
+    dataset = datasets.Dataset.from_dict(
+        {"input_values": records, "labels": [[1, 0], [0, 1], [1, 1]]}, features=features
+    )
+    windows, record_index = ecg_training.sliding_windows(dataset, window=250, stride=125)
+    # 1000: starts 0..750 every 125 (7); 600: 0..250 + the end-aligned 350 (4); 200: one short window.
+    assert record_index.tolist() == [0] * 7 + [1] * 4 + [2]
+    assert len(windows[-1]["input_values"]) == 200 and windows[7]["labels"] == [0, 1]
+
+    logits = np.log(np.array([[1, 3]] * 7 + [[1, 1]] * 3 + [[1, 9]] + [[3, 1]], dtype=float))  # sigmoid = p / (1 + p)
+    labels = np.array([[1, 0]] * 7 + [[0, 1]] * 4 + [[1, 1]])
+    mean, per_record_labels = ecg_training.record_probabilities(logits, labels, record_index)
+    np.testing.assert_allclose(mean, [[0.5, 0.75], [0.5, (3 * 0.5 + 0.9) / 4], [0.75, 0.5]])
+    assert per_record_labels.tolist() == [[1, 0], [0, 1], [1, 1]]
+    maximum, _ = ecg_training.record_probabilities(logits, labels, record_index, "max")
+    np.testing.assert_allclose(maximum[1], [0.5, 0.9])
+    with pytest.raises(ValueError, match="evaluation set changed"):
+        ecg_training.record_probabilities(logits[:5], labels[:5], record_index)
