@@ -7,12 +7,12 @@
 Method (printed with the results):
 - torch.set_num_threads(--threads, default 2); the numba kernel follows torch's thread count.
 - Times are wall-clock medians of --reps runs (default 10) after one warm-up run (which also compiles the numba
-  kernel or loads it from numba's disk cache). The reference is slow: where one of its runs takes over
-  --ref-budget seconds it gets 3 runs, and above --ref-max-elements (batch*dim*L*N) it is skipped; the table
-  says how many runs each figure is the median of.
+  kernel or loads it from numba's disk cache). Where --reps runs would take over --budget seconds (default 60)
+  a figure gets fewer (at least 3; the reference possibly none, then the warm-up run is reported, n = "1w");
+  above --ref-max-elements (batch*dim*L*N) the reference is skipped. Column n says how many runs each figure
+  is the median of.
 - "fwd" runs under torch.no_grad(); "fwd+bwd" times forward and backward() of (out * g).sum() with every input
-  requiring grad ("bwd" is the backward() part alone). A reference fwd+bwd over 20x --ref-budget is run once:
-  n = "1w" means the figure is that single (warm-up) run.
+  requiring grad ("bwd" is the backward() part alone).
 - Errors are max |difference| to the reference's output (and, relative to the largest gradient, to its input
   gradients), same inputs, float32.
 - Peak memory: during the warm-up forward+backward of each case a thread samples the process RSS (psutil) every 1 ms;
@@ -124,6 +124,15 @@ def grad_rel_err(grads, ref_grads):
     return max(max_abs(grads[k], ref_grads[k]) / ref_grads[k].abs().max().clamp_min(1e-12).item() for k in grads)
 
 
+def n_reps(backend, first_s, args):
+    """Timed runs after a warm-up run that took first_s: --reps, fewer where that would exceed --budget seconds
+    (at least 3; for the reference 0 = report the warm-up run itself)."""
+    if first_s * args.reps <= args.budget:
+        return args.reps
+    floor = 0 if backend == "reference" else 3
+    return max(floor, min(args.reps, int(args.budget / first_s)))
+
+
 def bench_case(batch, length, args, dim, nstate):
     inputs = make_inputs(batch, dim, nstate, length)
     grad_out = torch.randn(batch, dim, length, generator=torch.Generator().manual_seed(1))
@@ -137,16 +146,12 @@ def bench_case(batch, length, args, dim, nstate):
             continue
         # Forward.
         first, out = forward_once(backend, inputs)  # warm-up (compiles / loads the numba kernel)
-        reps = args.reps
-        if backend == "reference" and first > args.ref_budget:
-            reps = 3
-        times = [forward_once(backend, inputs)[0] for _ in range(reps)]
-        row.update(fwd_s=statistics.median(times), fwd_reps=reps)
+        reps = n_reps(backend, first, args)
+        times = [forward_once(backend, inputs)[0] for _ in range(reps)] or [first]
+        row.update(fwd_s=statistics.median(times), fwd_reps=reps or "1w")
         # Forward + backward. The warm-up run is also the memory run (the sampler thread costs a little time).
         row["peak_extra_mib"], (f0, b0, grads) = peak_rss_delta(lambda b=backend: train_once(b, inputs, grad_out))
-        reps = args.reps
-        if backend == "reference" and f0 + b0 > args.ref_budget:
-            reps = 3 if f0 + b0 < 20 * args.ref_budget else 0
+        reps = n_reps(backend, f0 + b0, args)
         runs = [train_once(backend, inputs, grad_out)[:2] for _ in range(reps)] or [(f0, b0)]
         row.update(
             train_fwd_s=statistics.median(r[0] for r in runs),
@@ -187,7 +192,7 @@ def print_table(rows):
             continue
         print(
             f"{row['batch']:>5} {row['L']:>5} {row['backend']:>10} | {fmt(row, 'fwd_s', '8.4f')} "
-            f"{fmt(row, 'fwd_speedup', '6.1f'):>6} {row['fwd_reps']:>3} | {fmt(row, 'train_s', '9.4f')} "
+            f"{fmt(row, 'fwd_speedup', '6.1f'):>6} {row['fwd_reps']!s:>3} | {fmt(row, 'train_s', '9.4f')} "
             f"{fmt(row, 'bwd_s', '8.4f')} {fmt(row, 'bwd_speedup', '9.1f'):>9} {row['train_reps']!s:>3} | "
             f"{fmt(row, 'max_abs_err_out', '8.1e'):>8} {fmt(row, 'max_rel_err_grad', '8.1e'):>8} | "
             f"{fmt(row, 'peak_extra_mib', '8.0f'):>8}",
@@ -205,7 +210,12 @@ def main(argv=None):
     parser.add_argument("--lengths", type=int, nargs="+", help="override the lengths")
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--nstate", type=int, default=16)
-    parser.add_argument("--ref-budget", type=float, default=2.0, help="reference runs over this many s get 3 reps")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=60.0,
+        help="seconds per figure: slow cases get fewer reps (>= 3, reference >= 0)",
+    )
     parser.add_argument("--ref-max-elements", type=float, default=1.4e8, help="skip the reference above this")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

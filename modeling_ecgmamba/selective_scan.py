@@ -54,8 +54,6 @@ _TORCH_CHUNK = 4
 _TORCH_CHUNK_SEGMENT = 32  # steps per autograd checkpoint of the PyTorch scan (a multiple of _TORCH_CHUNK)
 _LOG_DECAY_MIN = -16.0
 
-_SOFTPLUS_THRESHOLD = 20.0  # torch.nn.functional.softplus's default: softplus(x) = x above it
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Reference
@@ -104,7 +102,8 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
         delta_bias: (D)        or None
         out:        (B D L)    in ``u``'s dtype
 
-    Computes in float32 (float64 if ``u`` is float64); differentiable through autograd.
+    Computes in float32 (float64 if ``u`` is float64); differentiable through autograd. Materialises two
+    (B D L N) tensors: about 2.6 GB each at batch 32, 256 channels, N 16, L 5000.
     """
     dtype_in = u.dtype
     u, delta, A, B, C = _discretisation_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
@@ -560,15 +559,18 @@ def selective_scan_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delt
     if not u.is_cuda:
         raise RuntimeError("backend 'cuda' needs CUDA tensors")
     dtype_in = u.dtype
-    # The kernel wants float32 A/D/delta_bias; u, delta, B, C, z may be fp32/fp16/bf16 (it accumulates in fp32).
+    if dtype_in not in (torch.float32, torch.float16, torch.bfloat16):
+        raise RuntimeError(f"backend 'cuda' takes float32, float16 or bfloat16 inputs, not {dtype_in}")
+    # The kernel checks dtypes: delta, the input-dependent B and C, and z in u's dtype; A, D and delta_bias in
+    # float32. It computes in float32 whatever u's dtype.
     out = fn(
         u.contiguous(),
-        delta.contiguous(),
+        delta.to(dtype_in).contiguous(),
         A.float().contiguous(),
-        B.contiguous(),
-        C.contiguous(),
+        B.to(dtype_in).contiguous(),
+        C.to(dtype_in).contiguous(),
         D=D.float().contiguous() if D is not None else None,
-        z=z.contiguous() if z is not None else None,
+        z=z.to(dtype_in).contiguous() if z is not None else None,
         delta_bias=delta_bias.float().contiguous() if delta_bias is not None else None,
         delta_softplus=delta_softplus,
         return_last_state=False,
@@ -614,9 +616,11 @@ def resolve_backend(u: torch.Tensor, backend: str | None = None) -> str:
 
     ``backend=None`` reads ``ECGMAMBA_SCAN_BACKEND`` (unset or ``"auto"``: choose). Automatic choice: CUDA
     tensors run ``"cuda"`` if mamba_ssm imports, else ``"torch"`` (one logged warning); CPU tensors run
-    ``"cpu_kernel"`` if numba imports and nothing is being traced/exported/compiled, else ``"torch"`` (one
-    logged warning if numba is missing). An explicit backend that cannot run raises (ValueError for an unknown
-    name, RuntimeError for an unavailable one).
+    ``"cpu_kernel"`` if numba imports, else ``"torch"`` (one logged warning); while anything is being
+    traced, exported or compiled (``torch.onnx.is_in_onnx_export()``, ``torch.jit.is_tracing()``,
+    ``torch.compiler.is_compiling()``/``is_exporting()``), and for float64 CUDA tensors or other devices,
+    ``"torch"``. An explicit backend that cannot run raises (ValueError for an unknown name, RuntimeError for an
+    unavailable one).
     """
     if backend is None:
         key = _check_backend_name(os.environ.get(ENV_VAR) or "auto", f"the environment variable {ENV_VAR}")
@@ -626,8 +630,8 @@ def resolve_backend(u: torch.Tensor, backend: str | None = None) -> str:
         if key == "cpu_kernel":
             if _load_cpu_kernels() is None:
                 raise RuntimeError(f"backend 'cpu_kernel' is unavailable (numba): {_cpu_kernels_error!r}")
-            if u.is_cuda:
-                raise RuntimeError("backend 'cpu_kernel' needs CPU tensors")
+            if u.device.type != "cpu":
+                raise RuntimeError(f"backend 'cpu_kernel' needs CPU tensors, not {u.device.type}")
         elif key == "cuda":
             if not u.is_cuda:
                 raise RuntimeError("backend 'cuda' needs CUDA tensors")
@@ -635,7 +639,7 @@ def resolve_backend(u: torch.Tensor, backend: str | None = None) -> str:
                 raise RuntimeError(f"backend 'cuda' is unavailable (mamba_ssm does not import): {_cuda_error!r}")
         return key
     if u.is_cuda:
-        if _is_tracing():
+        if _is_tracing() or u.dtype == torch.float64:  # mamba_ssm's kernel takes fp32/fp16/bf16
             return "torch"
         if _load_cuda_kernel() is not None:
             return "cuda"
@@ -668,7 +672,8 @@ def selective_scan(
             ``"reference"``, ``"cpu_kernel"``, ``"torch"``, ``"cuda"``; see :func:`resolve_backend`.
 
     Returns:
-        (batch, dim, L) tensor in ``u``'s dtype, computed in float32.
+        (batch, dim, L) tensor in ``u``'s dtype, computed in float32 (half-precision inputs are upcast; float64
+        inputs stay float64 in the ``"reference"`` and ``"torch"`` backends, the kernels compute in float32).
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     name = resolve_backend(u, backend)

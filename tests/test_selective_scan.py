@@ -230,7 +230,7 @@ def test_missing_numba_falls_back_with_one_warning(monkeypatch, caplog, fresh_lo
 
 def test_cuda_without_mamba_ssm_falls_back_with_one_warning(monkeypatch, caplog, fresh_loader_state):
     monkeypatch.setattr(ss, "_load_cuda_kernel", lambda: None)
-    fake_cuda = types.SimpleNamespace(is_cuda=True, device=torch.device("cuda", 0))
+    fake_cuda = types.SimpleNamespace(is_cuda=True, device=torch.device("cuda", 0), dtype=torch.float32)
     with caplog.at_level(logging.WARNING, logger=ss.logger.name):
         assert resolve_backend(fake_cuda) == "torch"
         assert resolve_backend(fake_cuda) == "torch"
@@ -239,6 +239,9 @@ def test_cuda_without_mamba_ssm_falls_back_with_one_warning(monkeypatch, caplog,
         resolve_backend(fake_cuda, "cuda")
     with pytest.raises(RuntimeError, match="CUDA tensors"):
         resolve_backend(torch.zeros(1, 2, 3), "cuda")
+    monkeypatch.setattr(ss, "_load_cuda_kernel", lambda: print)  # "importable"
+    assert resolve_backend(fake_cuda) == "cuda"
+    assert resolve_backend(types.SimpleNamespace(**{**vars(fake_cuda), "dtype": torch.float64})) == "torch"
 
 
 def test_environment_variable_overrides(monkeypatch):
