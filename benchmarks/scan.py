@@ -138,7 +138,7 @@ def bench_case(batch, length, args, dim, nstate):
     grad_out = torch.randn(batch, dim, length, generator=torch.Generator().manual_seed(1))
     elements = batch * dim * length * nstate
     rows, ref_out, ref_grads = [], None, None
-    for backend in BACKENDS:
+    for backend in args.backends:
         row = {"batch": batch, "L": length, "dim": dim, "N": nstate, "backend": backend}
         if backend == "reference" and elements > args.ref_max_elements:
             row["skipped"] = f"reference skipped: batch*dim*L*N = {elements:.2e} > --ref-max-elements"
@@ -149,34 +149,41 @@ def bench_case(batch, length, args, dim, nstate):
         reps = n_reps(backend, first, args)
         times = [forward_once(backend, inputs)[0] for _ in range(reps)] or [first]
         row.update(fwd_s=statistics.median(times), fwd_reps=reps or "1w")
-        # Forward + backward. The warm-up run is also the memory run (the sampler thread costs a little time).
-        row["peak_extra_mib"], (f0, b0, grads) = peak_rss_delta(lambda b=backend: train_once(b, inputs, grad_out))
-        reps = n_reps(backend, f0 + b0, args)
-        runs = [train_once(backend, inputs, grad_out)[:2] for _ in range(reps)] or [(f0, b0)]
-        row.update(
-            train_fwd_s=statistics.median(r[0] for r in runs),
-            bwd_s=statistics.median(r[1] for r in runs),
-            train_s=statistics.median(r[0] + r[1] for r in runs),
-            train_reps=reps or "1w",
-        )
+        grads = None
+        if not args.forward_only:
+            # Forward + backward. The warm-up run is also the memory run (the sampler thread costs a little time).
+            row["peak_extra_mib"], (f0, b0, grads) = peak_rss_delta(lambda b=backend: train_once(b, inputs, grad_out))
+            reps = n_reps(backend, f0 + b0, args)
+            runs = [train_once(backend, inputs, grad_out)[:2] for _ in range(reps)] or [(f0, b0)]
+            row.update(
+                train_fwd_s=statistics.median(r[0] for r in runs),
+                bwd_s=statistics.median(r[1] for r in runs),
+                train_s=statistics.median(r[0] + r[1] for r in runs),
+                train_reps=reps or "1w",
+            )
         if backend == "reference":
             ref_out, ref_grads = out, grads
         elif ref_out is not None:
             row["max_abs_err_out"] = max_abs(out, ref_out)
-            row["max_rel_err_grad"] = grad_rel_err(grads, ref_grads)
+            if grads is not None:
+                row["max_rel_err_grad"] = grad_rel_err(grads, ref_grads)
         rows.append(row)
         del out, grads
-    ref = rows[0] if "fwd_s" in rows[0] else None
-    for row in rows[1:]:
-        if ref is not None and "fwd_s" in row:
+    ref = next((row for row in rows if row["backend"] == "reference" and "fwd_s" in row), None)
+    for row in rows:
+        if ref is not None and row is not ref and "fwd_s" in row:
             row["fwd_speedup"] = ref["fwd_s"] / row["fwd_s"]
-            row["bwd_speedup"] = ref["bwd_s"] / row["bwd_s"]
-            row["train_speedup"] = ref["train_s"] / row["train_s"]
+            if "bwd_s" in row:
+                row["bwd_speedup"] = ref["bwd_s"] / row["bwd_s"]
+                row["train_speedup"] = ref["train_s"] / row["train_s"]
     return rows
 
 
 def fmt(row, key, spec, default="-"):
-    return format(row[key], spec) if key in row else default
+    """row[key] formatted with spec, or default padded to the spec's width."""
+    if key in row:
+        return format(row[key], spec)
+    return default.rjust(int(spec.split(".")[0] or 0))
 
 
 def print_table(rows):
@@ -193,7 +200,7 @@ def print_table(rows):
         print(
             f"{row['batch']:>5} {row['L']:>5} {row['backend']:>10} | {fmt(row, 'fwd_s', '8.4f')} "
             f"{fmt(row, 'fwd_speedup', '6.1f'):>6} {row['fwd_reps']!s:>3} | {fmt(row, 'train_s', '9.4f')} "
-            f"{fmt(row, 'bwd_s', '8.4f')} {fmt(row, 'bwd_speedup', '9.1f'):>9} {row['train_reps']!s:>3} | "
+            f"{fmt(row, 'bwd_s', '8.4f')} {fmt(row, 'bwd_speedup', '9.1f'):>9} {row.get('train_reps', '-')!s:>3} | "
             f"{fmt(row, 'max_abs_err_out', '8.1e'):>8} {fmt(row, 'max_rel_err_grad', '8.1e'):>8} | "
             f"{fmt(row, 'peak_extra_mib', '8.0f'):>8}",
             flush=True,
@@ -208,6 +215,8 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=10, help="timed runs per figure after one warm-up")
     parser.add_argument("--batch", type=int, nargs="+", help="override the batch sizes")
     parser.add_argument("--lengths", type=int, nargs="+", help="override the lengths")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--forward-only", action="store_true", help="skip forward+backward")
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--nstate", type=int, default=16)
     parser.add_argument(
