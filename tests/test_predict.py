@@ -319,6 +319,7 @@ def test_non_ecg_channels_are_dropped_with_a_note(predictor, records):
 def test_console_scripts_are_declared_and_run(checkpoint, records, tmp_path):
     scripts = (REPO_ROOT / "pyproject.toml").read_text().split("[project.scripts]")[1].split("\n[")[0]
     assert 'ecgmamba-predict = "modeling_ecgmamba.predict:main"' in scripts
+    assert 'ecgmamba-export-onnx = "modeling_ecgmamba.onnx_export:main"' in scripts
     # The installed script when there is one (CI installs the package), else the same entry point as a module.
     script = Path(sys.executable).parent / "ecgmamba-predict"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "modeling_ecgmamba.predict"]

@@ -1,0 +1,105 @@
+"""Tests of the ONNX export: the loop-free scan, dynamic batch and length, onnxruntime parity on real records."""
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_predict import make_checkpoint
+
+from modeling_ecgmamba.onnx_export import _scan_modules, main, onnx_session, parallel_selective_scan, run_onnx
+from modeling_ecgmamba.predict import ECGPredictor, read_record
+from modeling_ecgmamba.selective_scan import selective_scan_ref
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+@pytest.mark.parametrize("length", [1, 7, 8, 9, 125, 301])
+def test_parallel_scan_matches_the_reference(length):
+    generator = torch.Generator().manual_seed(length)
+    batch, dim, state = 2, 6, 4
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    u, delta, z = randn(batch, dim, length), randn(batch, dim, length) - 1.0, randn(batch, dim, length)
+    B, C = randn(batch, state, length), randn(batch, state, length)
+    A = -torch.arange(1, state + 1, dtype=torch.float64).expand(dim, state).contiguous()
+    D, bias = randn(dim), torch.rand(dim, generator=generator, dtype=torch.float64)
+    expected = selective_scan_ref(u, delta, A, B, C, D, z, bias, True)
+    got = parallel_selective_scan(u, delta, A, B, C, D, z, bias, True)
+    torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-10)
+    # float32 as exported: within float32 rounding of the float64 reference.
+    got32 = parallel_selective_scan(*(t.float() for t in (u, delta, A, B, C, D, z, bias)), True)
+    torch.testing.assert_close(got32.double(), expected, atol=2e-5, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, ptbxl_dir, data_dir):
+    """One export through the console script's `main`, checked on real records: (predictor, onnx path, output)."""
+    folder = tmp_path_factory.mktemp("onnx")
+    # One BiSSM layer: the export's cost grows with depth, and one layer has every kind of operation.
+    checkpoint = make_checkpoint(folder / "checkpoint", ptbxl_dir, num_hidden_layers=1)
+    predictor = ECGPredictor.from_pretrained(checkpoint, device="cpu")
+    path = folder / "model.onnx"
+    check = [
+        data_dir / "ptb-xl" / "records500" / "00000" / "00001_hr.hea",
+        data_dir / "cpsc2018" / "WFDB" / "A0001.hea",
+    ]
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        status = main(["--model", str(checkpoint), "--output", str(path), "--check", *map(str, check)])
+    assert status == 0, output.getvalue()
+    return predictor, path, output.getvalue()
+
+
+def test_export_writes_dynamic_batch_and_length(exported):
+    predictor, path, output = exported
+    assert f"wrote {path}" in output and "dynamic batch and length, opset 18" in output
+    assert output.count("  ok") == 2  # the two --check records
+    model = onnx.load(str(path))
+    assert model.opset_import[0].version == 18 or any(op.version == 18 for op in model.opset_import)
+    inputs = {value.name: value for value in model.graph.input}
+    assert set(inputs) == {"input_values", "attention_mask"}
+    dims = [d for d in inputs["input_values"].type.tensor_type.shape.dim]
+    assert dims[0].dim_param and dims[1].dim_param and dims[2].dim_value == 12  # symbolic batch and length
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    assert json.loads(metadata["labels"]) == predictor.labels
+    assert json.loads(metadata["thresholds"]) == predictor.thresholds.tolist()
+    assert metadata["sampling_rate"] == "100" and metadata["window_samples"] == "1000"
+
+
+def test_onnxruntime_matches_pytorch_on_real_records(exported, data_dir):
+    predictor, path, _ = exported
+    session = onnx_session(path, threads=2)
+    names = [data_dir / "ptb-xl" / "records100" / "00000" / f"{ecg_id:05d}_lr.hea" for ecg_id in (1, 2, 3, 139)] + [
+        data_dir / "cpsc2018" / "TrainingSet1" / "A1985.mat"
+    ]
+    windows, masks = [], []
+    for name in names:
+        values, mask, _ = predictor.prepare(read_record(name))
+        windows.append(values)
+        masks.append(mask)
+    values, mask = torch.cat(windows), torch.cat(masks)  # batch 6 (A1985 gives two windows)
+    with torch.no_grad():
+        expected = predictor.model(input_values=values, attention_mask=mask).logits.numpy()
+    np.testing.assert_allclose(run_onnx(session, values, mask), expected, atol=1e-4, rtol=0)
+    # Another length and padding than the export's example: a 4.4 s record padded to 7.3 s next to a full one.
+    short = values[:2, :730].clone()
+    short_mask = mask[:2, :730].clone()
+    short_mask[1, 440:] = 0
+    short[1, 440:] = 0.0
+    with torch.no_grad():
+        expected = predictor.model(input_values=short, attention_mask=short_mask).logits.numpy()
+    np.testing.assert_allclose(run_onnx(session, short, short_mask), expected, atol=1e-4, rtol=0)
+
+
+def test_export_restores_the_models_scan(exported):
+    predictor, _, _ = exported
+    modules = _scan_modules(predictor.model)
+    assert modules and all(module._IMPLS["torch"] is module.selective_scan_torch for module in modules)
+    assert predictor.model.config.scan_backend == "auto"
