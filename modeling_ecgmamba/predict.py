@@ -123,8 +123,8 @@ def read_record(
             `.csv` or a `.npy`.
         sampling_rate: Hz, for `.csv` without a time column, `.npy` and (to override 500 Hz) CPSC `.mat`; WFDB
             records carry their own (a different value given here is ignored, with a note).
-        lead_names: column names for `.npy` and header-less `.csv` (`"standard"` or None with 12 columns means
-            `I, II, III, aVR, aVL, aVF, V1..V6`).
+        lead_names: column names of a `.npy` (required) or a header-less `.csv` (default there: the 12 standard
+            leads when it has 12 columns); `"standard"` means `I, II, III, aVR, aVL, aVF, V1..V6`.
         units: unit of `.csv`/`.npy` samples (`"mV"`, `"uV"`, `"V"`); WFDB and `.mat` carry their own.
     """
     path = Path(path)
