@@ -22,18 +22,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from modeling_ecgmamba import ECGMambaConfig, ECGMambaForSequenceClassification  # noqa: E402
 from modeling_ecgmamba.configuration_ecgmamba import PTBXL_SUPERDIAGNOSTIC  # noqa: E402
-from modeling_ecgmamba.modeling_ecgmamba import (  # noqa: E402
-    ECGMambaEmbeddings,
-    ECGMambaEncoderBlock,
-    ECGMambaFeedForward,
-)
+from modeling_ecgmamba.modeling_ecgmamba import ECGMambaEmbeddings, ECGMambaFeedForward  # noqa: E402
 
 _ECGMAMBA = ECGMambaConfig()  # the defaults the Transformer baseline copies (width, depth, encoder, FFN)
 
@@ -272,6 +268,8 @@ class ECGTransformerForSequenceClassification(_BaselinePreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.embeddings = ECGMambaEmbeddings(config)
+        for block in self.embeddings.encoder:
+            block.conv._kaiming_fan_out = True  # read by _init_weights (see there)
         self.layers = nn.ModuleList(ECGTransformerBlock(config) for _ in range(config.num_hidden_layers))
         self.head_dropout = nn.Dropout(config.head_dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -279,8 +277,11 @@ class ECGTransformerForSequenceClassification(_BaselinePreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, ECGMambaEncoderBlock):  # as ECGMamba initialises the same encoder
-            init.kaiming_normal_(module.conv.weight, mode="fan_out", nonlinearity="relu")
+        # The encoder convolutions get ECGMamba's intended init (Kaiming, fan_out). Keyed on the leaf Conv1d: for
+        # custom-code models transformers 5 skips _init_weights on modules without parameters of their own (such as
+        # ECGMambaEncoderBlock), so a branch on the block would never run.
+        if isinstance(module, nn.Conv1d) and getattr(module, "_kaiming_fan_out", False):
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(
         self,
@@ -463,6 +464,13 @@ MODEL_TYPES = {
     "transformer": (ECGTransformerConfig, ECGTransformerForSequenceClassification),
     "xresnet1d101": (XResNet1dConfig, XResNet1dForSequenceClassification),
 }
+
+
+# Registered with the Auto API on import, so that a saved baseline checkpoint loads with
+# AutoModelForSequenceClassification.from_pretrained once this module has been imported.
+for _config_class, _model_class in list(MODEL_TYPES.values())[1:]:
+    AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
+    AutoModelForSequenceClassification.register(_config_class, _model_class, exist_ok=True)
 
 
 def build_model(
