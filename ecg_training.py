@@ -18,7 +18,7 @@ from transformers import Trainer, TrainerCallback
 
 from dataset_scripts import load_cpsc2018, load_ptbxl
 from dataset_scripts.common import signal_feature
-from modeling_ecgmamba.feature_extraction_ecgmamba import _split_windows
+from modeling_ecgmamba.feature_extraction_ecgmamba import _split_windows  # windows exactly as at inference
 
 logger = logging.getLogger("train_hf")
 
@@ -70,7 +70,7 @@ def resolve_data_dir(dataset: str, data_dir: str | None) -> Path:
     if data_dir:
         path = Path(data_dir).expanduser()
         nested = path / source.folder
-        return nested if nested.is_dir() and not has_data(dataset, path) else path
+        return nested if nested.is_dir() else path
     return Path(os.environ.get("ECGMAMBA_DATA_DIR") or DEFAULT_DATA_ROOT).expanduser() / source.folder
 
 
@@ -307,12 +307,10 @@ class RecordMetrics:
     split is scored after training with the validation thresholds)."""
 
     def __init__(self, metric, record_index, class_names, aggregation: str = "mean"):
-        self.metric, self.record_index, self.class_names, self.aggregation = (
-            metric,
-            record_index,
-            class_names,
-            aggregation,
-        )
+        self.metric = metric
+        self.record_index = record_index
+        self.class_names = class_names
+        self.aggregation = aggregation
 
     def __call__(self, eval_prediction) -> dict:
         probabilities, labels = record_probabilities(
@@ -478,7 +476,7 @@ def write_model_card(
     if test is not None:
         common = dict(
             task_type="time-series-classification",
-            task_name=f"Multi-label ECG classification ({task})",
+            task_name="Multi-label ECG classification" + (f" ({task})" if dataset == "ptbxl" else ""),
             dataset_type=source.folder,
             dataset_name=source.name,
             dataset_config=task,

@@ -165,6 +165,11 @@ class ECGTrainingArguments(TrainingArguments):
         default=False, metadata={"help": "Resume from the last checkpoint in output_dir, if there is one."}
     )
 
+    def __post_init__(self):
+        if getattr(self.eval_strategy, "value", self.eval_strategy) == "no":
+            self.load_best_model_at_end = False  # without evaluations there is no best epoch to keep
+        super().__post_init__()
+
 
 def parse_args(argv=None):
     parser = HfArgumentParser((ModelArguments, ECGMambaConfigOverrides, DataArguments, ECGTrainingArguments))
@@ -352,7 +357,10 @@ def main(argv=None) -> dict:
     )
 
     output_dir = Path(training_args.output_dir)
-    command = ["accelerate", "launch", "train_hf.py", *(argv if argv is not None else sys.argv[1:])]
+    launcher = (
+        ["--multi_gpu", "--num_processes", str(training_args.world_size)] if training_args.world_size > 1 else []
+    )
+    command = ["accelerate", "launch", *launcher, "train_hf.py", *(argv if argv is not None else sys.argv[1:])]
     card_context = dict(
         repo_id=training_args.hub_model_id or str(output_dir),
         model_type=model_args.model_type,
@@ -424,7 +432,8 @@ def print_summary(results, class_names, output_dir, seconds, split_sizes, task, 
     flat = scalar_metrics(test, class_names)
     lines = [
         "",
-        f"ECGMamba on {SOURCES[data_args.dataset].name} {task} ({data_args.sampling_rate} Hz, "
+        f"ECGMamba on {SOURCES[data_args.dataset].name}{f' {task}' if data_args.dataset == 'ptbxl' else ''} "
+        f"({data_args.sampling_rate} Hz, "
         f"{data_args.window_seconds:g} s windows): {split_sizes['train']} train / {split_sizes['validation']} "
         f"validation / {split_sizes['test']} test records, {seconds / 60:.1f} min",
         f"Test, per record, thresholds from validation ({test['num_records']} records):",

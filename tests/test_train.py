@@ -48,7 +48,7 @@ SHORT_RUN = [
 ]  # fmt: skip
 DDP_RUN = [
     "--use_encoder", "false", "--window_seconds", "2.5", "--max_steps", "3", "--max_train_samples", "24", "--max_eval_samples", "4", "--logging_steps", "1",
-    "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false", "--bootstrap_samples", "0",
+    "--eval_strategy", "no", "--save_strategy", "no", "--bootstrap_samples", "0",
 ]  # fmt: skip
 
 
@@ -176,6 +176,21 @@ def test_no_weight_decay_on_ssm_parameters_biases_and_norms():
     assert "ecgmamba.layers.0.mixer.forward_mixer.A_log" in names - decayed
 
 
+def test_cpsc2018_variable_length_records_train_and_evaluate(data_dir, tmp_path):
+    """Records of 6-60 s: random 10 s crops for training, padded or slid windows averaged per record for evaluation."""
+    if not (data_dir / "cpsc2018").is_dir():
+        pytest.skip(f"no CPSC2018 sample in {data_dir}")
+    output_dir = tmp_path / "cpsc"
+    args = ["--dataset", "cpsc2018", "--data_dir", str(data_dir), "--dataset_cache_dir", str(tmp_path / "cache")]
+    quick = ["--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no"]
+    final = train(*args, "--output_dir", str(output_dir), *TINY, "--use_cpu", "--disable_tqdm", "true", *quick)
+    names = ["Normal", "AF", "I-AVB", "LBBB", "RBBB", "PAC", "PVC", "STD", "STE"]
+    assert final["test"]["class_names"] == names and final["test"]["num_records"] >= 1
+    assert json.loads((output_dir / "config.json").read_text())["id2label"] == {str(i): n for i, n in enumerate(names)}
+    card = ModelCard.load(output_dir / "README.md")
+    assert card.data.eval_results[0].dataset_name == "CPSC2018" and "label-stratified" in card.text
+
+
 # ------------------------------------------------------------------------------------------------ resume
 
 
@@ -271,7 +286,7 @@ def fake_hub(monkeypatch):
 def test_push_to_hub_publishes_loadable_revisions(fake_hub, ptbxl_dir, dataset_cache, tmp_path):
     push = ["--push_to_hub", "--hub_model_id", "tester/ecgmamba-tiny", "--hub_token", "hf_test"]
     steps = ["--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1", "--eval_strategy", "no"]
-    quick = ["--load_best_model_at_end", "false", "--max_eval_samples", "8", "--bootstrap_samples", "0"]
+    quick = ["--max_eval_samples", "8", "--bootstrap_samples", "0"]
     train(*run_args(ptbxl_dir, dataset_cache, tmp_path / "out", "--window_seconds", "2.5", *push, *steps, *quick))
 
     assert len(fake_hub) >= 2 and {c["repo_id"] for c in fake_hub} == {"tester/ecgmamba-tiny"}
