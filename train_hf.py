@@ -423,16 +423,16 @@ def main(argv=None) -> dict:
         if training_args.should_save:
             render_card()
     if trainer.is_world_process_zero():
-        print_summary(results, class_names, output_dir, time.time() - start, split_sizes, task, data_args)
+        print_summary(model, results, class_names, output_dir, time.time() - start, split_sizes, task, data_args)
     return results
 
 
-def print_summary(results, class_names, output_dir, seconds, split_sizes, task, data_args):
+def print_summary(model, results, class_names, output_dir, seconds, split_sizes, task, data_args):
     test, validation = results["test"], results["validation"]
     flat = scalar_metrics(test, class_names)
     lines = [
         "",
-        f"ECGMamba on {SOURCES[data_args.dataset].name}{f' {task}' if data_args.dataset == 'ptbxl' else ''} "
+        f"{type(model).__name__} on {SOURCES[data_args.dataset].name}{f' {task}' if data_args.dataset == 'ptbxl' else ''} "
         f"({data_args.sampling_rate} Hz, "
         f"{data_args.window_seconds:g} s windows): {split_sizes['train']} train / {split_sizes['validation']} "
         f"validation / {split_sizes['test']} test records, {seconds / 60:.1f} min",
