@@ -9,8 +9,9 @@ itself checks onnxruntime against PyTorch), then times one forward pass of a bat
 extractor's output; real PTB-XL records when the data folder is found, else random signals):
 
 - onnxruntime, CPU execution provider, `--threads` intra-op threads;
-- PyTorch eager under `torch.inference_mode()` with `torch.set_num_threads(--threads)`, with the model's default CPU
-  scan (the numba kernel) and with the pure-PyTorch chunked scan (what a machine without numba runs).
+- PyTorch eager under `torch.inference_mode()` with `torch.set_num_threads(--threads)` and the model's default CPU
+  scan (the numba kernel); with `--torch-scan` also with the pure-PyTorch chunked scan (what a machine without
+  numba runs; slow: about 10 s per batch of 32 on 2 busy cores).
 
 Median (and fastest) of `--runs` timed runs after 2 warm-up runs, the three engines interleaved round-robin within
 each run so that load changes on a shared machine hit them alike. Also prints the largest logit difference between
@@ -45,6 +46,7 @@ def parse_args(argv=None):
     parser.add_argument("--runs", type=int, default=10, help="timed runs per engine and batch size (>= 10)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for every engine (default 2)")
     parser.add_argument("--quick", action="store_true", help="tiny model and 3 runs: checks that the script works")
+    parser.add_argument("--torch-scan", action="store_true", help="also time PyTorch with the pure-PyTorch scan")
     return parser.parse_args(argv)
 
 
@@ -110,8 +112,9 @@ def main(argv=None) -> int:
         engines = {
             "onnxruntime": lambda v, m: run_onnx(session, v, m),
             "torch (numba scan)": torch_engine("auto"),
-            "torch (PyTorch scan)": torch_engine("torch"),
         }
+        if args.torch_scan:
+            engines["torch (PyTorch scan)"] = torch_engine("torch")
         rows = []
         for batch in args.batch_sizes:
             v, m = values[:batch], mask[:batch]

@@ -19,6 +19,10 @@ every lead, with a midpoint Riemann sum (32 steps by default). Why:
   `method="gradient_x_input"`;
 - the logit, not the probability: the sigmoid flattens confident predictions and would erase their evidence.
 
+What is explained: 10 s of the record (all of it if shorter) around the model window where the class is most
+probable; every window overlapping that span is attributed to its own logit and overlapping windows are averaged, so
+a model with 2.5 s windows still gets a full 10 s picture.
+
 The picture shows the positive part (evidence *for* the class), smoothed over 80 ms and scaled to the strongest
 segment of the page, as blue shading behind each lead's trace. Attributions of an untrained model are noise: judge
 a picture only with a trained checkpoint.
@@ -41,6 +45,7 @@ METHODS = ("integrated_gradients", "gradient_x_input")
 # ECG paper: 25 mm/s, 10 mm/mV, 1 mm minor and 5 mm major squares.
 PAPER_SPEED_MM_PER_S = 25.0
 PAPER_GAIN_MM_PER_MV = 10.0
+MIN_PAPER_SECONDS = 10.0  # shorter records are drawn on a 10 s sheet (room for the header; a familiar scale)
 _ROW_MM = 25.0
 _LEFT_MM, _RIGHT_MM, _TOP_MM, _BOTTOM_MM = 22.0, 6.0, 26.0, 14.0
 _MINOR_COLOR, _MAJOR_COLOR, _PAPER_COLOR = "#f6c4c4", "#e07a7a", "#fff7f7"
@@ -110,8 +115,11 @@ def attribute(
 class Explanation:
     """One record's attribution for one class, with what is needed to draw it on ECG paper.
 
-    `attribution` is `(samples, leads)` at `model_sampling_rate` over the explained window (real samples only);
-    `signal` is the same window of the record in mV at its own rate, leads in the model's order, for drawing.
+    `attribution` is `(samples, leads)` at `model_sampling_rate` over the displayed span (`window_start` to
+    `window_start + duration`; real samples only): the attributions of every model window overlapping the span,
+    averaged where windows overlap. `signal` is the same span of the record in mV at its own rate, leads in the
+    model's order. `logit`, `baseline_logit` and `window_attribution_sum` belong to the window where the class is
+    most probable (integrated gradients' completeness check).
     """
 
     record_name: str
@@ -130,12 +138,17 @@ class Explanation:
     record_duration: float
     logit: float
     baseline_logit: float
+    window_attribution_sum: float
     notes: list[str] = field(default_factory=list)
 
     @property
+    def duration(self) -> float:
+        return self.attribution.shape[0] / self.model_sampling_rate
+
+    @property
     def completeness_gap(self) -> float:
-        """|sum of attributions - (logit - baseline logit)|: integrated gradients' error (0 if exact)."""
-        return abs(float(self.attribution.sum()) - (self.logit - self.baseline_logit))
+        """|sum of the best window's attributions - (logit - baseline logit)|: integrated gradients' error."""
+        return abs(self.window_attribution_sum - (self.logit - self.baseline_logit))
 
 
 def explain_record(
@@ -144,14 +157,17 @@ def explain_record(
     label: str | None = None,
     method: str = "integrated_gradients",
     steps: int = 32,
+    display_seconds: float = 10.0,
     sampling_rate: float | None = None,
     lead_names=None,
     units: str = "mV",
 ) -> Explanation:
     """Attribution of one record's diagnosis (`label`, default the most probable class above its threshold).
 
-    `predictor` is an [`~predict.ECGPredictor`]; `record` a path or an [`~predict.ECGRecord`]. A record longer than
-    the model's window is explained on the window where the class is most probable.
+    `predictor` is an [`~predict.ECGPredictor`]; `record` a path or an [`~predict.ECGRecord`]. The explained span
+    is `display_seconds` (at least one model window) of the record around the window where the class is most
+    probable: the whole record when it is that short. Every window overlapping the span is attributed (each to
+    its own logit of the class) and overlapping windows are averaged.
     """
     if isinstance(record, (str, os.PathLike)):
         record = read_record(record, sampling_rate, lead_names, units)
@@ -169,63 +185,80 @@ def explain_record(
         if not matches:
             raise ValueError(f"unknown class {label!r}: the model's classes are {labels}")
         index = matches[0]
-    window = int(np.argmax(window_probs[:, index]))
+    best = int(np.argmax(window_probs[:, index]))
 
-    values, mask = input_values[window : window + 1], attention_mask[window : window + 1]
-    attribution = attribute(predictor.model, values, mask, target=index, method=method, steps=steps)
-    with torch.no_grad():
-        device = predictor.device
-        logit = predictor.model(input_values=values.to(device), attention_mask=mask.to(device)).logits[0, index]
-        zero = predictor.model(input_values=torch.zeros_like(values).to(device), attention_mask=mask.to(device))
-    real = int(mask[0].sum())
+    # The span to show (samples at the model rate) and the windows that overlap it.
     extractor = predictor.feature_extractor
     model_rate = float(extractor.sampling_rate)
-    start = _window_start(predictor, record, input_values, window)
+    starts, total = _window_starts(predictor, record, input_values)
+    lengths = [int(m.sum()) for m in attention_mask]
+    span = min(total, max(int(round(display_seconds * model_rate)), input_values.shape[1]))
+    first = int(np.clip(starts[best] + lengths[best] // 2 - span // 2, 0, total - span))
+    chosen = [w for w, (a, n) in enumerate(zip(starts, lengths)) if a < first + span and a + n > first]
+
+    attributions = (
+        attribute(
+            predictor.model, input_values[chosen], attention_mask[chosen], target=index, method=method, steps=steps
+        )
+        .cpu()
+        .numpy()
+    )
+    summed, count = np.zeros((total, input_values.shape[2])), np.zeros((total, 1))
+    for k, w in enumerate(chosen):
+        summed[starts[w] : starts[w] + lengths[w]] += attributions[k, : lengths[w]]
+        count[starts[w] : starts[w] + lengths[w]] += 1
+    stitched = (summed / np.maximum(count, 1))[first : first + span]
+    with torch.no_grad():
+        device = predictor.device
+        values, mask = input_values[best : best + 1].to(device), attention_mask[best : best + 1].to(device)
+        logit = predictor.model(input_values=values, attention_mask=mask).logits[0, index]
+        zero = predictor.model(input_values=torch.zeros_like(values), attention_mask=mask).logits[0, index]
+
     signal, rate = _signal_in_mv(record, extractor)
-    first = int(round(start / model_rate * rate))
-    count = int(round(real / model_rate * rate))
-    if len(input_values) > 1:
+    begin = int(round(first / model_rate * rate))
+    if span < total:
         notes.append(
-            f"explained window {start / model_rate:.1f}-{(start + real) / model_rate:.1f} s of "
-            f"{record.duration:.1f} s (where {labels[index]} is most probable)"
+            f"explained {first / model_rate:.1f}-{(first + span) / model_rate:.1f} s of {record.duration:.1f} s "
+            f"(around the window where {labels[index]} is most probable)"
         )
     return Explanation(
         record_name=record.name,
         label=labels[index],
         probability=float(record_probs[index]),
         threshold=float(predictor.thresholds[index]),
-        window_probability=float(window_probs[window, index]),
+        window_probability=float(window_probs[best, index]),
         method=method,
         steps=1 if method == "gradient_x_input" else int(steps),
-        attribution=attribution[0, :real].cpu().numpy().astype(np.float64),
+        attribution=stitched,
         model_sampling_rate=model_rate,
-        signal=signal[first : first + count],
+        signal=signal[begin : begin + int(round(span / model_rate * rate))],
         sampling_rate=rate,
         lead_names=list(extractor.lead_names),
-        window_start=start / model_rate,
+        window_start=first / model_rate,
         record_duration=record.duration,
         logit=float(logit),
-        baseline_logit=float(zero.logits[0, index]),
+        baseline_logit=float(zero),
+        window_attribution_sum=float(attributions[chosen.index(best)].sum()),
         notes=notes,
     )
 
 
-def _window_start(predictor, record: ECGRecord, windows: torch.Tensor, window: int) -> int:
-    """Start (samples at the model rate) of window `window`, by the feature extractor's windowing rule."""
-    if len(windows) == 1:
-        return 0
+def _window_starts(predictor, record: ECGRecord, windows: torch.Tensor) -> tuple[list[int], int]:
+    """Starts of the record's windows and its length, in samples at the model rate (the extractor's windowing)."""
     extractor = predictor.feature_extractor
     # The record's length at the model rate, as the extractor's polyphase resampling gives it.
     length = len(resample_signal(np.zeros((record.signal.shape[0], 1)), record.sampling_rate, extractor.sampling_rate))
     size = windows.shape[1]
+    if length <= size:
+        return [0], length
     seconds = predictor.window_stride_seconds or extractor.window_seconds / 2
     stride = max(int(round(seconds * extractor.sampling_rate)), 1)
     starts = list(range(0, length - size + 1, stride))
     if starts[-1] != length - size:
         starts.append(length - size)  # the last window ends with the record
     if len(starts) != len(windows):
-        raise ValueError(f"cannot locate window {window} of {len(windows)} in the record (feature extractor changed?)")
-    return starts[window]
+        raise ValueError(f"cannot locate the {len(windows)} windows in the record (feature extractor changed?)")
+    return starts, length
 
 
 def _signal_in_mv(record: ECGRecord, extractor) -> tuple[np.ndarray, float]:
@@ -268,14 +301,14 @@ def evidence(explanation: Explanation, smoothing_seconds: float = 0.08) -> np.nd
 def plot_explanation(explanation: Explanation, path, dpi: int = 150, title: str | None = None) -> Path:
     """Draw the 12 leads on ECG paper (grid 1/5 mm, 25 mm/s, 10 mm/mV) with the evidence shaded in blue; save a PNG.
 
-    Each lead gets a full-width strip of the explained window (up to 10 s), a 1 mV calibration pulse, and blue
-    shading where integrated gradients found evidence for the class (darker = stronger, relative to the page).
+    Each lead gets a strip of the explained span (the paper is at least 10 s wide), a 1 mV calibration pulse, and
+    blue shading where the attribution found evidence for the class (darker = stronger, relative to the page).
     """
     Figure, FigureCanvasAgg, LineCollection = _import_matplotlib()
     signal, rate = explanation.signal, explanation.sampling_rate
     num_leads = signal.shape[1]
     duration = signal.shape[0] / rate
-    paper_width = duration * PAPER_SPEED_MM_PER_S
+    paper_width = max(duration, MIN_PAPER_SECONDS) * PAPER_SPEED_MM_PER_S
     width = _LEFT_MM + paper_width + _RIGHT_MM
     height = _TOP_MM + num_leads * _ROW_MM + _BOTTOM_MM
     figure = Figure(figsize=(width / 25.4, height / 25.4), dpi=dpi, facecolor="white")
@@ -341,7 +374,8 @@ def plot_explanation(explanation: Explanation, path, dpi: int = 150, title: str 
     name = Path(explanation.record_name).name
     window = ""
     if explanation.record_duration > duration + 1e-6:
-        window = f"   window {explanation.window_start:.1f}-{explanation.window_start + duration:.1f} s of {explanation.record_duration:.1f} s"
+        end = explanation.window_start + duration
+        window = f"    {explanation.window_start:.1f}-{end:.1f} s of a {explanation.record_duration:.1f} s record"
     decision = "above" if explanation.probability >= explanation.threshold else "below"
     axes.text(
         x0,

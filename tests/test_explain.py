@@ -83,7 +83,7 @@ def test_long_records_are_explained_on_their_most_probable_window(predictor, dat
     index = predictor.labels.index(explanation.label)
     assert explanation.window_start == (5.0 if windows[1, index] > windows[0, index] else 0.0)
     assert explanation.signal.shape == (5000, 12) and explanation.record_duration == 15.0
-    assert any("explained window" in note for note in explanation.notes)
+    assert any(f"explained {explanation.window_start:.1f}-" in note for note in explanation.notes)
     plot_explanation(explanation, tmp_path / "long.png", dpi=60)
 
 
