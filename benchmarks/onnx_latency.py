@@ -47,6 +47,7 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for every engine (default 2)")
     parser.add_argument("--quick", action="store_true", help="tiny model and 3 runs: checks that the script works")
     parser.add_argument("--torch-scan", action="store_true", help="also time PyTorch with the pure-PyTorch scan")
+    parser.add_argument("--onnx", help="keep the export at this path, or reuse it if it exists (same --model only)")
     return parser.parse_args(argv)
 
 
@@ -90,9 +91,15 @@ def main(argv=None) -> int:
     )
 
     with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        path = export_onnx(model, Path(folder) / "model.onnx", feature_extractor=extractor)
-        print(f"export + onnxruntime check: {time.perf_counter() - start:.0f} s, {path.stat().st_size / 1e6:.1f} MB")
+        path = Path(args.onnx or Path(folder) / "model.onnx")
+        if path.exists():
+            print(f"reusing {path} (the logit difference below checks that it is this model's)")
+        else:
+            start = time.perf_counter()
+            export_onnx(model, path, feature_extractor=extractor)
+            print(
+                f"export + onnxruntime check: {time.perf_counter() - start:.0f} s, {path.stat().st_size / 1e6:.1f} MB"
+            )
         session = onnx_session(path, threads=args.threads)
         values, mask, source = windows(extractor, max(args.batch_sizes))
         print(f"inputs: {source}, windows of {values.shape[1]} samples x {values.shape[2]} leads")

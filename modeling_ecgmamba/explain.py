@@ -281,11 +281,12 @@ def _import_matplotlib():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.collections import LineCollection
         from matplotlib.figure import Figure
+        from matplotlib.patches import Rectangle
     except ImportError as err:  # an optional dependency (the `train` extra)
         raise ImportError(
             "Drawing explanations needs matplotlib: pip install 'ecgmamba[train]' (or pip install matplotlib)"
         ) from err
-    return Figure, FigureCanvasAgg, LineCollection
+    return Figure, FigureCanvasAgg, LineCollection, Rectangle
 
 
 def evidence(explanation: Explanation, smoothing_seconds: float = 0.08) -> np.ndarray:
@@ -304,7 +305,7 @@ def plot_explanation(explanation: Explanation, path, dpi: int = 150, title: str 
     Each lead gets a strip of the explained span (the paper is at least 10 s wide), a 1 mV calibration pulse, and
     blue shading where the attribution found evidence for the class (darker = stronger, relative to the page).
     """
-    Figure, FigureCanvasAgg, LineCollection = _import_matplotlib()
+    Figure, FigureCanvasAgg, LineCollection, Rectangle = _import_matplotlib()
     signal, rate = explanation.signal, explanation.sampling_rate
     num_leads = signal.shape[1]
     duration = signal.shape[0] / rate
@@ -321,7 +322,7 @@ def plot_explanation(explanation: Explanation, path, dpi: int = 150, title: str 
     # Paper: 1 mm minor and 5 mm major lines over the whole strip area (calibration pulses included).
     x0, x1 = 4.0, width - _RIGHT_MM + 1.0
     y0, y1 = _BOTTOM_MM, _BOTTOM_MM + num_leads * _ROW_MM
-    axes.add_patch(_rectangle(x0, y0, x1 - x0, y1 - y0, _PAPER_COLOR))
+    axes.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, facecolor=_PAPER_COLOR, edgecolor="none", zorder=0))
     for step, color, lw in ((1.0, _MINOR_COLOR, 0.25), (5.0, _MAJOR_COLOR, 0.55)):
         xs = np.arange(x0, x1 + 1e-6, step)
         ys = np.arange(y0, y1 + 1e-6, step)
@@ -415,18 +416,11 @@ def plot_explanation(explanation: Explanation, path, dpi: int = 150, title: str 
     return path
 
 
-def _rectangle(x, y, w, h, color):
-    from matplotlib.patches import Rectangle
-
-    return Rectangle((x, y), w, h, facecolor=color, edgecolor="none", zorder=0)
-
-
 def _legend(axes, x, y, label):
     ramp = np.zeros((1, 64, 4))
     ramp[..., :3] = _EVIDENCE_RGB
     ramp[0, :, 3] = np.linspace(0.0, 0.6, 64)
     axes.imshow(ramp, extent=(x + 22.0, x + 62.0, y - 2.0, y + 2.0), aspect="auto", zorder=5)
-    axes.add_patch(_rectangle(x + 22.0, y - 2.0, 40.0, 4.0, "none"))
     axes.text(x, y, f"evidence for {label}", fontsize=7.5, va="center", ha="left")
     axes.text(x + 22.0, y - 4.5, "none", fontsize=6.5, va="center", ha="left")
     axes.text(x + 62.0, y - 4.5, "strongest", fontsize=6.5, va="center", ha="right")

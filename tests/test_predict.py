@@ -353,6 +353,17 @@ def test_add_pipeline_to_checkpoint(checkpoint, tmp_path):
     assert early.to_dict()["custom_pipelines"][TASK]["impl"].endswith("ECGClassificationPipeline")
 
 
+def test_checkpoint_code_needs_no_optional_package():
+    # transformers refuses remote code whose imports (outside try blocks) are not installed: the files the pipeline
+    # brings into a checkpoint must load with numpy, torch and transformers alone.
+    from transformers.dynamic_module_utils import get_imports
+
+    package = Path(add_pipeline_to_checkpoint.__code__.co_filename).parent
+    for name in ("pipeline_ecgmamba.py", "predict.py", "explain.py"):
+        optional = {"wfdb", "scipy", "matplotlib", "tqdm", "onnx", "onnxruntime", "pandas"}
+        assert not optional & set(get_imports(package / name)), name
+
+
 PIPELINE_SCRIPT = """
 import json, sys
 sys.modules["modeling_ecgmamba"] = None  # the package is not installed here: only the checkpoint's code may run
