@@ -1,7 +1,7 @@
 """Speed, FLOPs and memory of ECGMamba against a Transformer and xresnet1d101, side by side.
 
-    python benchmarks/speed.py --json speed.json              # full table (~15-20 min on 2 CPU cores)
-    python benchmarks/speed.py --quick --json quick.json      # smoke run: one length, tiny batches (< 1 min)
+    python benchmarks/speed.py --json speed.json              # full table (26 min on 2 cores shared at load 6-10)
+    python benchmarks/speed.py --quick --json quick.json      # smoke run: 10 s, batch 2, 2 reps (~45 s)
     python benchmarks/speed.py --candidates --skip_main       # the candidate ECGMamba defaults only
     python benchmarks/speed.py --device cuda --amp bf16       # see benchmarks/gpu.sh
 
@@ -65,6 +65,9 @@ CANDIDATES = {
     "h128 s[2,2,2,2] k[7,5,5,5]": {"encoder_strides": [2, 2, 2, 2], "encoder_kernel_sizes": [7, 5, 5, 5]},
     "h64 s[2,2,2]": {"hidden_size": 64},
     "h96 s[2,2,2]": {"hidden_size": 96},
+    # Not in the issue's list: width 96 with the default's FFN ratio (2x hidden), the widest 8x-token model that
+    # stays under xresnet1d101's FLOPs.
+    "h96 ffn192 s[2,2,2]": {"hidden_size": 96, "ffn_size": 192},
 }
 
 
@@ -632,7 +635,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=32, help="batch of the throughput and training cases")
     parser.add_argument("--reps", type=int, default=10, help="repetitions per case (median), most")
     parser.add_argument("--min_reps", type=int, default=3, help="repetitions per case, least")
-    parser.add_argument("--case_budget", type=float, default=100.0, help="seconds of timing per case (sets reps)")
+    parser.add_argument("--case_budget", type=float, default=150.0, help="seconds of timing per case (sets reps)")
     parser.add_argument("--case_timeout", type=float, default=240.0, help="a call slower than this is 'timeout'")
     parser.add_argument("--startup_timeout", type=float, default=180.0, help="probe process start-up allowance")
     parser.add_argument("--threads", type=int, default=2, help="torch (and numba) threads on CPU")
@@ -702,7 +705,10 @@ def prepare_models(names_overrides: dict, args, device, log) -> tuple[dict, dict
             if args.compile:
                 entry["scan_backend"] += " eager; 'torch' inside torch.compile (resolve_backend while compiling)"
             cfg = cpu_model.config
-            entry["tokens_per_10s"] = LENGTHS[0] // cfg.downsampling_factor
+            tokens = LENGTHS[0]
+            for stride in cfg.encoder_strides if cfg.use_encoder else ():
+                tokens = -(-tokens // stride)  # "same"-padded odd kernels: ceil(length / stride)
+            entry["tokens_per_10s"] = tokens
         model = cpu_model.to(device).eval()
         if args.compile:
             model, entry["compile_parity_max_abs"] = compile_with_parity(model, device, args.amp)
@@ -760,6 +766,8 @@ def main(argv=None) -> dict:
         "compile": args.compile,
         "lengths": args.lengths,
         "batch": args.batch,
+        "reps_requested": args.reps,
+        "case_budget": args.case_budget,
         "quick": args.quick,
         "memory_method": None,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")
@@ -900,6 +908,12 @@ def main_table_text(report: dict, cases: list[Case], names: list[str]) -> str:
         f"# ratios (x) are relative to {names[0]}; latency/train: lower is better, throughput: higher is better; "
         f"memory: {report['meta']['memory_method']}"
     )
+    few = [label for label, reps in report["reps"].items() if reps < report["meta"]["reps_requested"]]
+    if few:
+        note += (
+            f"\n# fewer than {report['meta']['reps_requested']} repetitions (median of the 'reps' column) for "
+            f"{', '.join(few)}: capped by --case_budget {report['meta']['case_budget']:g} s per case"
+        )
     return note + "\n" + render_table(rows, names)
 
 
@@ -931,7 +945,7 @@ def run_candidates(args, device, report: dict, log) -> None:
                 str(entry.get("tokens_per_10s", "-")),
                 fmt(entry["params"] / 1e6),
                 fmt(gflops),
-                f"{fmt(gflops / xres, 2)}x",
+                f"{fmt(gflops / xres, 3)}x",
                 shown,
             ]
         )
