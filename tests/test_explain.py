@@ -14,7 +14,7 @@ from modeling_ecgmamba.explain import (
     explanation_summary,
     plot_explanation,
 )
-from modeling_ecgmamba.predict import ECGPredictor, main, read_record
+from modeling_ecgmamba.predict import ECGPredictor, RecordPrediction, explanation_paths, main, read_record
 
 MI_RECORD = "00139"  # PTB-XL: IMI 100, "inferior infarkt" (Q waves in II, III, aVF)
 
@@ -88,21 +88,24 @@ def test_long_records_are_explained_on_their_most_probable_window(predictor, dat
 
 
 def test_cli_explain(checkpoint, mi_record, tmp_path, capsys):
-    out = tmp_path / "explained.png"
-    common = ["--model", str(checkpoint), "--no-remote-code"]
-    status = main([*common, str(mi_record), "--explain", str(out), "--explain-steps", "4"])
-    assert status == 0 and out.is_file()
-    assert f"explanation: {out}" in capsys.readouterr().out
     # Several records: one picture each, named after the record.
-    report = tmp_path / "report.json"
+    out, report = tmp_path / "explained.png", tmp_path / "report.json"
+    records = [str(mi_record), str(mi_record.with_name("00001_hr.hea"))]
     status = main(
-        [*common, str(mi_record), str(mi_record.with_name("00001_hr.hea")), "--explain", str(out)]
-        + ["--explain-method", "gradient_x_input", "--json", str(report)]
+        ["--model", str(checkpoint), "--no-remote-code", *records, "--explain", str(out), "--json", str(report)]
+        + ["--explain-method", "gradient_x_input"]
     )
     assert status == 0
     paths = [r["explanation"] for r in json.loads(report.read_text())["records"]]
     assert paths == [str(tmp_path / "explained_00139_hr.png"), str(tmp_path / "explained_00001_hr.png")]
     assert all((tmp_path / p).is_file() for p in paths)
+    assert f"explanation: {paths[0]}" in capsys.readouterr().out
+
+
+def test_explanation_paths():
+    ok, failed = RecordPrediction("a/rec.hea"), RecordPrediction("b/rec.hea", error="bad")
+    assert explanation_paths("out.png", [ok, failed]) == ["out.png", None]  # one picture: the path as given
+    assert explanation_paths("x/out.png", [ok, RecordPrediction("c/rec.mat")]) == ["x/out_rec.png", "x/out_rec-2.png"]
 
 
 def test_missing_matplotlib_is_a_clear_error(predictor, mi_record, tmp_path, monkeypatch):
