@@ -336,11 +336,9 @@ LOAD_SCRIPT = """
 import sys, torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForSequenceClassification
 checkpoint, inputs_path = sys.argv[1], sys.argv[2]
-try:
-    import modeling_ecgmamba  # noqa: F401
-    raise SystemExit("modeling_ecgmamba must not be importable here")
-except ImportError:
-    pass
+# An editable install (CI's `pip install -e .`) makes the package importable from anywhere, even with `python -P`:
+# block it, so that only the checkpoint's own code can run here.
+sys.modules["modeling_ecgmamba"] = None
 config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=True)
 extractor = AutoFeatureExtractor.from_pretrained(checkpoint, trust_remote_code=True)
 model = AutoModelForSequenceClassification.from_pretrained(checkpoint, trust_remote_code=True).eval()
