@@ -348,14 +348,15 @@ class ECGTrainer(Trainer):
             self.write_model_card()
 
 
-def add_pipeline_helper(folder):
-    """Add the custom pipeline to a saved checkpoint when the package provides one (the checkpoint loads without)."""
+def add_pipeline_helper(folder, config=None):
+    """Add the custom pipeline to a saved checkpoint when the package provides one (the checkpoint loads without).
+    With the model's `config`, the `custom_pipelines` entry is set in memory too, so every later save keeps it."""
     try:
         from modeling_ecgmamba.pipeline_ecgmamba import add_pipeline_to_checkpoint
     except ImportError:
         return
     try:
-        add_pipeline_to_checkpoint(str(folder))
+        add_pipeline_to_checkpoint(str(folder), config=config)
     except Exception as err:  # optional: a broken helper must not stop a training run
         logger.warning("Could not add the ECGMamba pipeline to %s (%s: %s)", folder, type(err).__name__, err)
 
@@ -369,7 +370,8 @@ def save_loading_files(model, feature_extractor, folder):
     if getattr(model, "_auto_class", None) is not None:
         custom_object_save(model, folder)
     feature_extractor.save_pretrained(folder)
-    add_pipeline_helper(folder)
+    # config.json is written later (checkpoints, final save): the entry must live in the model's config.
+    add_pipeline_helper(folder, config=model.config)
 
 
 class CheckpointFilesCallback(TrainerCallback):

@@ -91,6 +91,7 @@ def test_a_run_leaves_a_loadable_checkpoint(short_run):
     config = json.loads((output_dir / "config.json").read_text())
     assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForSequenceClassification"}
     assert list(config["id2label"].values()) == ["CD", "HYP", "MI", "NORM", "STTC"]
+    assert set(config["custom_pipelines"]) == {"ecg-classification"}  # pipeline("ecg-classification", model=dir)
     assert config["window_seconds"] == 2.5 and config["hidden_size"] == 32
     # Thresholds chosen on validation travel in the config, in class order.
     assert config["thresholds"] == pytest.approx(final["validation"]["thresholds"])
@@ -99,7 +100,8 @@ def test_a_run_leaves_a_loadable_checkpoint(short_run):
     assert preprocessor["auto_map"]["AutoFeatureExtractor"].startswith("feature_extraction_ecgmamba.")
     # Every checkpoint folder loads on its own too.
     for checkpoint in ("checkpoint-2", "checkpoint-4"):
-        assert LOADABLE <= {p.name for p in (output_dir / checkpoint).iterdir()}
+        assert LOADABLE | {"pipeline_ecgmamba.py"} <= {p.name for p in (output_dir / checkpoint).iterdir()}
+        assert "ecg-classification" in json.loads((output_dir / checkpoint / "config.json").read_text())["custom_pipelines"]
 
     results = json.loads((output_dir / "test_results.json").read_text())
     assert results["test_num_records"] == 16 and results["test_bootstrap_samples"] == 200
