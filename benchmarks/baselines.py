@@ -55,8 +55,8 @@ class ECGTransformerConfig(PreTrainedConfig):
         hidden_size (`int`, *optional*, defaults to 128): Width of the tokens and of every block.
         num_hidden_layers (`int`, *optional*, defaults to 8): Number of attention blocks.
         num_attention_heads (`int`, *optional*, defaults to 4): Attention heads (head size `hidden_size / heads`).
-        encoder_kernel_sizes (`list[int]`, *optional*, defaults to `[7, 5, 5]`): Kernel of each encoder block.
-        encoder_strides (`list[int]`, *optional*, defaults to `[2, 2, 2]`): Stride of each encoder block.
+        encoder_kernel_sizes (`list[int]`, *optional*, defaults to `[7, 5, 5, 5]`): Kernel of each encoder block.
+        encoder_strides (`list[int]`, *optional*, defaults to `[2, 2, 2, 2]`): Stride of each encoder block.
         ffn_size (`int`, *optional*, defaults to 256): Inner width of the feed-forward sub-layer.
         ffn_act (`str`, *optional*, defaults to `"gelu"`): Activation of the feed-forward sub-layer.
         layer_norm_epsilon (`float`, *optional*, defaults to 1e-5): Epsilon of the (post-)LayerNorms.
@@ -480,7 +480,7 @@ def build_model(
 
     `id2label` names the classes (and sets `num_labels`); without it `num_labels` gives unnamed classes; with
     neither, the five PTB-XL superdiagnostic classes. `config_overrides` go to the model's config class (e.g.
-    `hidden_size=96`, `encoder_strides=[2, 2, 2, 2]`, `problem_type="single_label_classification"`).
+    `hidden_size=96`, `encoder_strides=[2, 2, 2]`, `problem_type="single_label_classification"`).
     """
     if model_type not in MODEL_TYPES:
         raise ValueError(f"Unknown model_type {model_type!r}; choose from {sorted(MODEL_TYPES)}.")

@@ -52,11 +52,13 @@ class ECGMambaConfig(PreTrainedConfig):
         use_encoder (`bool`, *optional*, defaults to `True`):
             Use the convolutional ECG encoder (Conv1d + BatchNorm + ReLU blocks). `False` projects every sample
             linearly to `hidden_size` with no downsampling (the paper's "no encoder" ablation).
-        encoder_kernel_sizes (`list[int]`, *optional*, defaults to `[7, 5, 5]`):
+        encoder_kernel_sizes (`list[int]`, *optional*, defaults to `[7, 5, 5, 5]`):
             Kernel size of each encoder block.
-        encoder_strides (`list[int]`, *optional*, defaults to `[2, 2, 2]`):
+        encoder_strides (`list[int]`, *optional*, defaults to `[2, 2, 2, 2]`):
             Stride of each encoder block; their product is the downsampling from samples to tokens
-            (8: 100 Hz -> 12.5 tokens per second, 125 tokens per 10 s).
+            (16: 100 Hz -> 6.25 tokens per second, 63 tokens per 10 s, one per 160 ms). The SSM's cost is linear in
+            tokens: 16x keeps the paper's width and depth under xresnet1d101's FLOPs per record (which itself pools
+            32x); 8x costs 1.7x those FLOPs (`python benchmarks/speed.py --candidates`).
         use_ffn (`bool`, *optional*, defaults to `True`):
             Add the feed-forward sub-layer (two pointwise Conv1d) after each mixer.
         ffn_size (`int`, *optional*, defaults to 256):
@@ -121,8 +123,8 @@ class ECGMambaConfig(PreTrainedConfig):
         hidden_act: str = "silu",
         bidirectional: bool = True,
         use_encoder: bool = True,
-        encoder_kernel_sizes: list[int] | tuple[int, ...] = (7, 5, 5),
-        encoder_strides: list[int] | tuple[int, ...] = (2, 2, 2),
+        encoder_kernel_sizes: list[int] | tuple[int, ...] = (7, 5, 5, 5),
+        encoder_strides: list[int] | tuple[int, ...] = (2, 2, 2, 2),
         use_ffn: bool = True,
         ffn_size: int = 256,
         ffn_act: str = "gelu",

@@ -70,7 +70,7 @@ class ECGMambaFeatureExtractor(SequenceFeatureExtractor):
             default (BatchNorm in the encoder already rescales).
         crop_position (`str`, *optional*, defaults to `"start"`):
             Which part of a longer record a single window keeps: `"start"` or `"center"`.
-        min_samples (`int`, *optional*, defaults to 31):
+        min_samples (`int`, *optional*, defaults to 63):
             Fewest samples (at `sampling_rate`) a record may have: the model encoder's receptive field.
         flat_lead_threshold (`float`, *optional*, defaults to 1e-4):
             A lead whose standard deviation (mV) is below this is flat (disconnected electrode) and rejected.
@@ -92,7 +92,7 @@ class ECGMambaFeatureExtractor(SequenceFeatureExtractor):
         std: list[float] | None = None,
         do_normalize: bool = False,
         crop_position: str = "start",
-        min_samples: int = 31,
+        min_samples: int = 63,
         flat_lead_threshold: float = 1e-4,
         padding_value: float = 0.0,
         return_attention_mask: bool = True,

@@ -189,7 +189,10 @@ def test_flop_count_includes_the_selective_scan():
     counter = FlopCounterMode(display=False)
     with speed.analytic_flop_hooks([]), counter, torch.no_grad():
         model(torch.randn(1, 1000, 12))
-    tokens, channels = 1000 // 8, 2 * config["hidden_size"]
+    tokens, channels = 1000, 2 * config["hidden_size"]
+    for stride in model.config.encoder_strides:  # "same"-padded convolutions: ceil(length / stride) each
+        tokens = -(-tokens // stride)
+    assert tokens == 63
     scan = (
         2
         * config["num_hidden_layers"]

@@ -143,7 +143,7 @@ def test_extractor_from_model_config_matches_the_model():
         (lambda fe, r: fe(r.T.copy(), sampling_rate=100), r"looks transposed"),
         (lambda fe, r: fe(r[:, 0], sampling_rate=100), r"got an array of shape \(1000,\)"),
         (lambda fe, r: fe([r[:, 0]], sampling_rate=100), r"record 0: expected 12 leads .* got shape \(1, 1000\)"),
-        (lambda fe, r: fe(r[:20], sampling_rate=100), r"20 samples at 100 Hz is shorter than the model's receptive field of 31"),
+        (lambda fe, r: fe(r[:20], sampling_rate=100), r"20 samples at 100 Hz is shorter than the model's receptive field of 63"),
         (lambda fe, r: fe(r, sampling_rate=100, units="counts"), r"unknown unit 'counts'"),
         (lambda fe, r: fe([], sampling_rate=100), r"raw_ecg is empty"),
     ],
