@@ -19,6 +19,11 @@ Method (printed with the results):
   reported is peak minus the RSS just before (after gc and malloc_trim, so memory freed earlier is returned to
   the OS first). It sees every allocation (torch, numpy, numba), but a short spike between two samples can be
   missed, and inputs created before the call are not counted.
+- Training step (`--step-tokens`, skipped with --quick unless given): one forward+backward of an ECGMamba
+  classifier (hidden 128, 4 layers, batch 32, BCE loss; `use_encoder=False` so the tokens are exactly the input
+  length) per scan backend, median of 3 after a warm-up, and its peak extra RSS at each token count (the memory
+  should grow linearly with the tokens). The reference (autograd through the loop) only with `--step-reference`:
+  one step takes minutes.
 - The machine may be shared: the load average is printed before and after; treat ratios as the robust figure.
 """
 
@@ -207,6 +212,48 @@ def print_table(rows):
         )
 
 
+def training_step_rows(args, tokens_list, backends):
+    """Forward+backward of one training batch of a 4-layer ECGMamba per backend and token count."""
+    from modeling_ecgmamba import ECGMambaConfig, ECGMambaForSequenceClassification
+
+    rows = []
+    for tokens in tokens_list:
+        inputs = torch.randn(args.step_batch, tokens, 12, generator=torch.Generator().manual_seed(0))
+        labels = (torch.rand(args.step_batch, 5, generator=torch.Generator().manual_seed(1)) > 0.7).float()
+        for backend in backends:
+            torch.manual_seed(0)
+            config = ECGMambaConfig(
+                hidden_size=args.step_hidden, num_hidden_layers=4, use_encoder=False, scan_backend=backend
+            )
+            model = ECGMambaForSequenceClassification(config).train()
+
+            def step(model=model, inputs=inputs, labels=labels):
+                model.zero_grad(set_to_none=True)
+                start = time.perf_counter()
+                model(input_values=inputs, labels=labels).loss.backward()
+                return time.perf_counter() - start
+
+            peak_mib, first_s = peak_rss_delta(step)
+            reps = 0 if backend == "reference" else 3  # the reference's warm-up step is its figure
+            times = [step() for _ in range(reps)] or [first_s]
+            rows.append(
+                dict(
+                    tokens=tokens,
+                    backend=backend,
+                    step_s=statistics.median(times),
+                    reps=reps or "1w",
+                    peak_extra_mib=peak_mib,
+                )
+            )
+            print(
+                f"  tokens {tokens:5d}  {backend:>10}  step {rows[-1]['step_s']:8.3f} s (n {rows[-1]['reps']})"
+                f"  peak extra {peak_mib:7.0f} MiB",
+                flush=True,
+            )
+            del model
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (batch 1, 4; L 32, 128; dim 32): < 60 s")
@@ -226,6 +273,13 @@ def main(argv=None):
         help="seconds per figure: slow cases get fewer reps (>= 3, reference >= 0)",
     )
     parser.add_argument("--ref-max-elements", type=float, default=1.4e8, help="skip the reference above this")
+    parser.add_argument(
+        "--step-tokens", type=int, nargs="*", help="training-step token counts (default 125 250 500; none: skip)"
+    )
+    parser.add_argument("--step-batch", type=int, default=32)
+    parser.add_argument("--step-hidden", type=int, default=128)
+    parser.add_argument("--step-reference", action="store_true", help="also time the reference loop's step")
+    parser.add_argument("--skip-grid", action="store_true", help="only the training step")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     dim = 32 if args.quick else args.dim
@@ -262,18 +316,25 @@ def main(argv=None):
 
     rows = []
     print()
-    for batch in batches:
+    for batch in [] if args.skip_grid else batches:
         for length in lengths:
             case_rows = bench_case(batch, length, args, dim, args.nstate)
             print_table(case_rows)
             print()
             rows.extend(case_rows)
+    step_tokens = args.step_tokens if args.step_tokens is not None else ([] if args.quick else [125, 250, 500])
+    step_rows = []
+    if step_tokens:
+        step_backends = [b for b in args.backends if b != "reference" or args.step_reference]
+        print(f"training step: ECGMamba hidden {args.step_hidden}, 4 layers, batch {args.step_batch}, fwd+bwd")
+        step_rows = training_step_rows(args, step_tokens, step_backends)
+        print()
     meta["loadavg_end"] = os.getloadavg()
     meta["total_s"] = time.perf_counter() - start
     print(f"load average start {meta['loadavg_start']}, end {meta['loadavg_end']}; total {meta['total_s']:.0f} s")
     print("x ref: reference time / backend time (median wall-clock); n: runs per median")
     if args.json:
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows, "training_step": step_rows}, indent=2))
         print(f"wrote {args.json}")
     return rows
 
