@@ -35,6 +35,10 @@ class SetupError(RuntimeError):
     """Something to fix before training can start (data, Hub access). The message says what and how."""
 
 
+class TrainingDivergedError(RuntimeError):
+    """The model's outputs became NaN: the optimisation diverged, and no metric or checkpoint of it means anything."""
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Data on disk
 # ---------------------------------------------------------------------------------------------------------------
@@ -278,6 +282,13 @@ def record_probabilities(logits, labels, record_index, aggregation: str = "mean"
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
     if len(logits) != len(record_index):
         raise ValueError(f"{len(logits)} predictions for {len(record_index)} windows: the evaluation set changed.")
+    if np.isnan(logits).any():
+        bad = int(np.isnan(logits).any(axis=1).sum())
+        raise TrainingDivergedError(
+            f"The model's outputs are NaN for {bad} of {len(logits)} windows: training diverged (look for a NaN "
+            "loss or grad_norm in the log). Lower --learning_rate, lengthen --warmup_steps, or keep "
+            "--max_grad_norm and the LayerNorms on."
+        )
     probabilities = 1.0 / (1.0 + np.exp(-logits))
     _, first, inverse = np.unique(record_index, return_index=True, return_inverse=True)
     if aggregation == "max":

@@ -422,3 +422,7 @@ def test_evaluation_slides_windows_and_averages_per_record():
     np.testing.assert_allclose(maximum[1], [0.5, 0.9])
     with pytest.raises(ValueError, match="evaluation set changed"):
         ecg_training.record_probabilities(logits[:5], labels[:5], record_index)
+    diverged = logits.copy()
+    diverged[[2, 3], 1] = np.nan  # a diverged model: say so, not "predictions must be probabilities"
+    with pytest.raises(ecg_training.TrainingDivergedError, match="NaN for 2 of 12 windows: training diverged"):
+        ecg_training.record_probabilities(diverged, labels, record_index)
