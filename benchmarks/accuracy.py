@@ -155,7 +155,8 @@ def train(args, model: str, learning_rate: float, seed: int, tag: str = "", opti
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
         if summary["arguments"] == arguments:
-            print(f"  reused {folder.name}: validation {summary['validation_macro_auc']:.3f}", flush=True)
+            outcome = "diverged" if summary.get("diverged") else f"validation {summary['validation_macro_auc']:.3f}"
+            print(f"  reused {folder.name}: {outcome}", flush=True)
             return summary
     if folder.exists():
         shutil.rmtree(folder)  # an interrupted or differently configured run starts again
@@ -175,8 +176,20 @@ def train(args, model: str, learning_rate: float, seed: int, tag: str = "", opti
     with open(log_path, "w") as log:
         completed = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     if completed.returncode != 0:
-        tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-30:])
-        raise RuntimeError(f"{folder.name} failed (exit {completed.returncode}); end of {log_path}:\n{tail}")
+        lines = log_path.read_text(errors="replace").splitlines()
+        diverged = [line for line in lines if line.startswith("ecg_training.TrainingDivergedError")]
+        if not diverged:
+            tail = "\n".join(lines[-30:])
+            raise RuntimeError(f"{folder.name} failed (exit {completed.returncode}); end of {log_path}:\n{tail}")
+        # A diverged run is a result (this learning rate or ablation does not train), not a broken benchmark.
+        summary = {
+            "model": model, "tag": tag, "learning_rate": learning_rate, "seed": seed, "arguments": arguments,
+            "diverged": diverged[-1].split(": ", 1)[-1], "validation_macro_auc": float("-inf"),
+        }  # fmt: skip
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"  diverged {folder.name} (see {log_path})", flush=True)
+        return summary
     test = json.loads((folder / "test_results.json").read_text())
     validation = json.loads((folder / "validation_results.json").read_text())
     train_metrics = json.loads((folder / "train_results.json").read_text())
@@ -211,7 +224,11 @@ def choose_learning_rate(runs: list[dict]) -> float:
     return max(runs, key=lambda run: (run["validation_macro_auc"], -run["learning_rate"]))["learning_rate"]
 
 
-def summarise(runs: list[dict]) -> dict:
+def summarise(all_runs: list[dict]) -> dict:
+    """Mean and spread over the seeds that trained; diverged runs are counted, not averaged."""
+    runs = [run for run in all_runs if not run.get("diverged")]
+    if not runs:
+        return {"seeds": [], "diverged_seeds": [run["seed"] for run in all_runs]}
     aucs = [run["test_macro_auc"] for run in runs]
     return {
         "seeds": [run["seed"] for run in runs],
@@ -225,14 +242,20 @@ def summarise(runs: list[dict]) -> dict:
         "mean_train_runtime_s": statistics.fmean(run["train_runtime_s"] for run in runs),
         "parameters": runs[0]["parameters"],
         "test_num_records": runs[0]["test_num_records"],
+        "diverged_seeds": [run["seed"] for run in all_runs if run.get("diverged")],
     }
 
 
 def _seed_cells(summary: dict) -> str:
-    return "; ".join(
+    cells = [
         f"{auc:.3f} ({low:.3f}-{high:.3f})"
-        for auc, (low, high) in zip(summary["test_macro_auc"], summary["test_macro_auc_ci"])
-    )
+        for auc, (low, high) in zip(summary.get("test_macro_auc", []), summary.get("test_macro_auc_ci", []))
+    ]
+    return "; ".join(cells + [f"seed {seed} diverged" for seed in summary.get("diverged_seeds", [])])
+
+
+def _validation_cell(auc: float) -> str:
+    return "diverged" if auc == float("-inf") else f"{auc:.3f}"
 
 
 def tables(results: dict) -> str:
@@ -242,8 +265,13 @@ def tables(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for model, entry in results["models"].items():
-        search = ", ".join(f"{lr:g}: {auc:.3f}" for lr, auc in entry["validation_by_learning_rate"].items())
+        search = ", ".join(
+            f"{lr:g}: {_validation_cell(auc)}" for lr, auc in entry["validation_by_learning_rate"].items()
+        )
         summary = entry["summary"]
+        if not summary["seeds"]:
+            lines.append(f"| {model} | - | {search} | every seed diverged | | | | |")
+            continue
         lines.append(
             f"| {model} | {summary['parameters']:,} | **{entry['learning_rate']:g}** ({search}) | "
             f"**{summary['mean_test_macro_auc']:.3f}** ± {summary['std_test_macro_auc']:.3f} | {_seed_cells(summary)} | "
@@ -258,6 +286,9 @@ def tables(results: dict) -> str:
             "|---|---|---|---|---|---|",
         ]
         for name, summary in results["ablations"].items():
+            if not summary["seeds"]:
+                lines.append(f"| {name} | - | diverged (NaN) | {_seed_cells(summary)} | - | - |")
+                continue
             lines.append(
                 f"| {name} | {summary['parameters']:,} | **{summary['mean_test_macro_auc']:.3f}** ± "
                 f"{summary['std_test_macro_auc']:.3f} | {_seed_cells(summary)} | "

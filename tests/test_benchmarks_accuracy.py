@@ -43,6 +43,17 @@ def test_summary_over_seeds():
     assert accuracy.summarise([run()])["std_test_macro_auc"] == 0.0
 
 
+def test_diverged_runs_are_reported_not_averaged():
+    diverged = {"learning_rate": 1e-2, "seed": 1, "diverged": "NaN", "validation_macro_auc": float("-inf")}
+    assert accuracy.choose_learning_rate([diverged, run(lr=3e-4, validation=0.5)]) == 3e-4
+    summary = accuracy.summarise([run(seed=0, test=0.8), diverged])
+    assert summary["seeds"] == [0] and summary["diverged_seeds"] == [1] and summary["mean_test_macro_auc"] == 0.8
+    ablations = {"no LayerNorm": accuracy.summarise([dict(diverged, seed=0)]), "unidirectional": summary}
+    table = accuracy.tables({"models": {}, "ablations": ablations})
+    assert "| no LayerNorm | - | diverged (NaN) | seed 0 diverged |" in table
+    assert "0.800 (0.700-0.900); seed 1 diverged" in table
+
+
 def test_a_folder_without_ptbxl_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         accuracy.parse_args(["--data_dir", str(tmp_path)])
