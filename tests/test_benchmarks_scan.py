@@ -1,0 +1,28 @@
+"""benchmarks/scan.py end to end at toy sizes: every backend against the reference, and the training-step table."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import scan as scan_benchmark  # noqa: E402
+
+
+def test_scan_benchmark_runs_every_path_and_the_training_step(tmp_path, capsys):
+    out = tmp_path / "scan.json"
+    argv = ["--quick", "--batch", "2", "--lengths", "16", "--reps", "2", "--json", str(out)]
+    argv += ["--step-tokens", "8", "16", "--step-batch", "2", "--step-hidden", "16"]
+    scan_benchmark.main(argv)
+    report = json.loads(out.read_text())
+    rows = {row["backend"]: row for row in report["rows"]}
+    assert set(rows) == {"reference", "torch", "cpu_kernel"}
+    for backend in ("torch", "cpu_kernel"):
+        row = rows[backend]
+        assert row["max_abs_err_out"] < 1e-5 and row["max_rel_err_grad"] < 1e-5  # same numbers as the loop
+        assert row["fwd_speedup"] > 0 and row["bwd_speedup"] > 0 and row["peak_extra_mib"] >= 0
+    steps = report["training_step"]
+    assert [(r["tokens"], r["backend"]) for r in steps] == [
+        (8, "torch"), (8, "cpu_kernel"), (16, "torch"), (16, "cpu_kernel")
+    ]  # the reference's step only with --step-reference
+    assert all(r["step_s"] > 0 and r["reps"] == 3 for r in steps)
+    assert "training step: ECGMamba hidden 16, 4 layers, batch 2" in capsys.readouterr().out
