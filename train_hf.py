@@ -15,7 +15,7 @@ per-class thresholds are chosen on validation (stored as `config.thresholds`) an
 with a bootstrap interval for the macro ROC-AUC. `output_dir` then holds a checkpoint that loads anywhere with
 `AutoModelForSequenceClassification.from_pretrained(output_dir, trust_remote_code=True)`: config.json (auto_map),
 model.safetensors, the model's .py files, preprocessor_config.json, README.md (model card with the results),
-test_results.json and training_curves.png.
+test_results.json, test_probabilities.npz (per-record test probabilities and labels) and training_curves.png.
 """
 
 import dataclasses
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import datasets
 import evaluate
+import numpy as np
 import transformers
 from transformers import AutoModelForSequenceClassification, HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
@@ -319,6 +320,14 @@ def final_evaluation(trainer, metric, windows, class_names, data_args) -> dict:
             predictions=probabilities, references=labels, class_names=class_names, seed=trainer.args.seed, **options
         )
         results[split].update(positives=labels.sum(0).astype(int).tolist(), loss=output.metrics[f"{split}_loss"])
+        if split == "test" and trainer.args.should_save:
+            # Per-record probabilities: to compare models on the same records, or re-score with other thresholds.
+            np.savez(
+                Path(trainer.args.output_dir) / "test_probabilities.npz",
+                probabilities=probabilities,
+                labels=labels,
+                class_names=np.array(class_names),
+            )
         if split == "validation":
             trainer.model.config.thresholds = results[split]["thresholds"]
         trainer.save_metrics(split, {f"{split}_{k}": v for k, v in results[split].items()}, combined=False)
