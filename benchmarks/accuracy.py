@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -39,6 +40,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+from ecg_training import has_data, resolve_data_dir  # noqa: E402  (the same data folder rules as train_hf.py)
+
 MODELS = ("ecgmamba", "transformer", "xresnet1d101")
 # name -> train_hf.py options; each changes one thing of the budget's ECGMamba (the paper's ablations).
 ABLATIONS = {
@@ -49,15 +53,10 @@ ABLATIONS = {
 }
 
 
-def default_data_dir() -> str | None:
-    root = os.environ.get("ECGMAMBA_DATA_DIR")
-    return str(Path(root) / "ptb-xl") if root else None
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--data_dir", default=default_data_dir(), help="PTB-XL folder (default $ECGMAMBA_DATA_DIR/ptb-xl)"
+        "--data_dir", default=None, help="PTB-XL folder, or one holding ptb-xl/ (default $ECGMAMBA_DATA_DIR/ptb-xl)"
     )
     parser.add_argument("--output_dir", default="outputs/accuracy", help="runs, results.json and RESULTS-style tables")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -90,7 +89,8 @@ def parse_args(argv=None):
         args.epochs, args.batch_size, args.hidden_size, args.num_hidden_layers, args.ffn_size = 1, 8, 16, 1, 32
         args.bootstrap_samples = 50
         args.ablation_layers = args.ablation_layers[:1]
-    if not args.data_dir or not Path(args.data_dir, "ptbxl_database.csv").is_file():
+    args.data_dir = str(resolve_data_dir("ptbxl", args.data_dir))
+    if not has_data("ptbxl", Path(args.data_dir)):
         parser.error(
             f"--data_dir {args.data_dir!r} is not a PTB-XL folder (no ptbxl_database.csv): pass the folder that "
             "holds ptbxl_database.csv, scp_statements.csv and records100/, or set ECGMAMBA_DATA_DIR."
@@ -134,17 +134,10 @@ def count_parameters(folder: Path) -> int:
 
     with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
         return sum(
-            _numel(weights.get_slice(name).get_shape())
+            math.prod(weights.get_slice(name).get_shape())
             for name in weights.keys()
             if not name.endswith(("running_mean", "running_var", "num_batches_tracked"))
         )
-
-
-def _numel(shape) -> int:
-    total = 1
-    for size in shape:
-        total *= size
-    return total
 
 
 def train(args, model: str, learning_rate: float, seed: int, tag: str = "", options=()) -> dict:
