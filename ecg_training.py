@@ -282,10 +282,10 @@ def record_probabilities(logits, labels, record_index, aggregation: str = "mean"
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
     if len(logits) != len(record_index):
         raise ValueError(f"{len(logits)} predictions for {len(record_index)} windows: the evaluation set changed.")
-    if np.isnan(logits).any():
-        bad = int(np.isnan(logits).any(axis=1).sum())
+    nan_windows = int(np.isnan(logits).any(axis=1).sum())
+    if nan_windows:
         raise TrainingDivergedError(
-            f"The model's outputs are NaN for {bad} of {len(logits)} windows: training diverged (look for a NaN "
+            f"The model's outputs are NaN for {nan_windows} of {len(logits)} windows: training diverged (look for a NaN "
             "loss or grad_norm in the log). Lower --learning_rate, lengthen --warmup_steps, or keep "
             "--max_grad_norm and the LayerNorms on."
         )
