@@ -13,9 +13,12 @@ argument is an option (`--hidden_size 64 --num_hidden_layers 4 ...`); `--model_n
 Training crops a random window from each record; evaluation slides windows and averages per record. After training,
 per-class thresholds are chosen on validation (stored as `config.thresholds`) and the test split is evaluated once,
 with a bootstrap interval for the macro ROC-AUC. `output_dir` then holds a checkpoint that loads anywhere with
-`AutoModelForSequenceClassification.from_pretrained(output_dir, trust_remote_code=True)`: config.json (auto_map),
-model.safetensors, the model's .py files, preprocessor_config.json, README.md (model card with the results),
-test_results.json, test_probabilities.npz (per-record test probabilities and labels) and training_curves.png.
+`AutoModelForSequenceClassification.from_pretrained(output_dir, trust_remote_code=True)`: config.json (auto_map, the
+thresholds and the window aggregation), model.safetensors, the model's .py files, preprocessor_config.json (with the
+evaluation stride), README.md (model card with the results), test_results.json, test_probabilities.npz (per-record
+test probabilities and labels) and training_curves.png. The same holds for the baselines (`--model_type`).
+
+The work is done by the `ecgmamba_training` package; this file holds the options and `main`.
 """
 
 import dataclasses
@@ -29,43 +32,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-import evaluate
-import numpy as np
 import transformers
 from transformers import AutoModelForSequenceClassification, HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from dataset_scripts import class_names as dataset_class_names
-from ecg_training import (
+from ecgmamba_training.data import SOURCES, SetupError, ensure_data, load_splits, resolve_data_dir, resolve_task
+from ecgmamba_training.evaluation import RecordMetrics, final_evaluation, load_metric
+from ecgmamba_training.hub import check_hub_access
+from ecgmamba_training.models import MODEL_TYPES, build_feature_extractor, build_model
+from ecgmamba_training.reporting import (
     CURVES_FILE,
-    METRIC_PATH,
-    SOURCES,
-    CheckpointFilesCallback,
-    CropEpochCallback,
-    ECGTrainer,
-    IndexedRecords,
-    RecordMetrics,
-    SetupError,
-    WindowCollator,
-    check_hub_access,
-    ensure_data,
-    load_splits,
+    hyperparameter_table,
     plot_training_curves,
-    record_probabilities,
-    resolve_data_dir,
-    resolve_task,
-    save_loading_files,
-    scalar_metrics,
-    sliding_windows,
+    print_summary,
     write_model_card,
 )
-from modeling_ecgmamba import ECGMambaConfig, ECGMambaFeatureExtractor, ECGMambaForSequenceClassification
+from ecgmamba_training.trainer import CheckpointFilesCallback, ECGTrainer, save_loading_files
+from ecgmamba_training.windows import CropEpochCallback, IndexedRecords, WindowCollator, sliding_windows
+from modeling_ecgmamba import ECGMambaConfig, ECGMambaFeatureExtractor
+from modeling_ecgmamba.configuration_ecgmamba import WINDOW_AGGREGATIONS
 
 logger = logging.getLogger("train_hf")
 
-MODEL_TYPES = ("ecgmamba", "transformer", "xresnet1d101")
-# Set from the data arguments (or fixed by the data) rather than overridable on their own.
-_NOT_OVERRIDABLE = {"self", "kwargs", "id2label", "num_leads", "sampling_rate", "window_seconds", "problem_type"}
+# Set from the data arguments (or fixed by the data, or by training itself) rather than overridable on their own.
+_NOT_OVERRIDABLE = {
+    "self", "kwargs", "id2label", "num_leads", "sampling_rate", "window_seconds", "problem_type", "thresholds",
+    "window_aggregation",
+}  # fmt: skip
 
 
 def _override_fields() -> list[tuple]:
@@ -91,8 +85,8 @@ class ModelArguments:
     model_type: str = field(
         default="ecgmamba",
         metadata={
-            "help": "Architecture: ecgmamba, or a baseline from benchmarks/baselines.py.",
-            "choices": MODEL_TYPES,
+            "help": "Architecture: ecgmamba, or a baseline it is compared with (transformer, xresnet1d101).",
+            "choices": tuple(MODEL_TYPES),
         },
     )
     model_name_or_path: str | None = field(
@@ -121,10 +115,15 @@ class DataArguments:
     sampling_rate: int = field(default=100, metadata={"help": "Sampling rate (Hz) of the model's inputs."})
     window_seconds: float = field(default=10.0, metadata={"help": "Window length (s) for training and evaluation."})
     eval_stride_seconds: float | None = field(
-        default=None, metadata={"help": "Stride (s) of the evaluation windows; default half a window."}
+        default=None,
+        metadata={"help": "Stride (s) of the evaluation windows (saved for inference); default half a window."},
     )
     window_aggregation: str = field(
-        default="mean", metadata={"help": "How window probabilities combine per record.", "choices": ("mean", "max")}
+        default="mean",
+        metadata={
+            "help": "How window probabilities combine per record (saved in the config for inference).",
+            "choices": WINDOW_AGGREGATIONS,
+        },
     )
     normalize: bool = field(
         default=False,
@@ -180,15 +179,17 @@ def parse_args(argv=None):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def build_model(model_args, overrides: dict, data_args, class_names: list[str]):
+def make_model(model_args, overrides: dict, data_args, class_names: list[str]):
+    """The model to train: a checkpoint to fine-tune, or a new `--model_type`; either way its config carries the data
+    settings and the window aggregation that inference will reuse."""
     id2label = dict(enumerate(class_names))
+    data_settings = {
+        "sampling_rate": data_args.sampling_rate,
+        "window_seconds": data_args.window_seconds,
+        "window_aggregation": data_args.window_aggregation,
+    }
     if model_args.model_name_or_path:
-        cls = (
-            ECGMambaForSequenceClassification
-            if model_args.model_type == "ecgmamba"
-            else AutoModelForSequenceClassification
-        )
-        model = cls.from_pretrained(
+        model = AutoModelForSequenceClassification.from_pretrained(
             model_args.model_name_or_path,
             trust_remote_code=True,
             num_labels=len(class_names),
@@ -197,38 +198,21 @@ def build_model(model_args, overrides: dict, data_args, class_names: list[str]):
             ignore_mismatched_sizes=True,  # a new label set gets a new head
             **overrides,
         )
-        for name in ("sampling_rate", "window_seconds"):
-            if getattr(model.config, name, None) not in (None, getattr(data_args, name)):
-                logger.warning(
-                    "%s: checkpoint has %s, data use %s", name, getattr(model.config, name), getattr(data_args, name)
-                )
-                setattr(model.config, name, getattr(data_args, name))
+        for name, value in data_settings.items():
+            if getattr(model.config, name, None) not in (None, value):
+                logger.warning("%s: checkpoint has %s, this run uses %s", name, getattr(model.config, name), value)
+            setattr(model.config, name, value)
+        model.config.thresholds = None  # chosen again on this run's validation split
         return model
-    if model_args.model_type == "ecgmamba":
-        config = ECGMambaConfig(
-            sampling_rate=data_args.sampling_rate,
-            window_seconds=data_args.window_seconds,
-            id2label=id2label,
-            **overrides,
+    config_class, _ = MODEL_TYPES[model_args.model_type]
+    accepted = set(inspect.signature(config_class.__init__).parameters)
+    foreign = sorted(set(overrides) - accepted)
+    if foreign:
+        options = ", ".join(f"--{name}" for name in foreign)
+        raise SetupError(
+            f"{options} do(es) not apply to --model_type {model_args.model_type}: drop it or pick ecgmamba."
         )
-        return ECGMambaForSequenceClassification(config)
-    from benchmarks.baselines import build_model as build_baseline  # only needed for the baselines
-
-    return build_baseline(model_args.model_type, num_labels=len(class_names), id2label=id2label, **overrides)
-
-
-def build_feature_extractor(model, data_args, train_split) -> ECGMambaFeatureExtractor:
-    config = model.config
-    if hasattr(config, "encoder_strides"):
-        extractor = ECGMambaFeatureExtractor.from_model_config(config)
-    else:  # a baseline: the same preprocessing, from the data arguments
-        extractor = ECGMambaFeatureExtractor(
-            sampling_rate=data_args.sampling_rate, window_seconds=data_args.window_seconds
-        )
-    if data_args.normalize:
-        signals = (batch["input_values"] for batch in train_split.with_format("numpy").iter(batch_size=256))
-        extractor.fit((record for batch in signals for record in batch), do_normalize=True)
-    return extractor
+    return build_model(model_args.model_type, id2label=id2label, **data_settings, **overrides)
 
 
 def find_checkpoint(training_args) -> str | None:
@@ -243,25 +227,6 @@ def find_checkpoint(training_args) -> str | None:
         )
         return None
     return last
-
-
-def hyperparameter_table(training_args, data_args, world_size: int) -> str:
-    schedule = training_args.lr_scheduler_type
-    rows = {
-        "optimizer": f"AdamW (betas {training_args.adam_beta1}, {training_args.adam_beta2}), weight decay "
-        f"{training_args.weight_decay} (none on A_log, D, biases, norms)",
-        "learning rate": f"{training_args.learning_rate:g}, {getattr(schedule, 'value', schedule)} after "
-        f"{training_args.warmup_steps:g} warmup",
-        "epochs": f"{training_args.num_train_epochs:g}"
-        + (f" (max_steps {training_args.max_steps})" if training_args.max_steps > 0 else ""),
-        "batch size": f"{training_args.per_device_train_batch_size} x {world_size} process(es) x "
-        f"{training_args.gradient_accumulation_steps} accumulation",
-        "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
-        "window": f"{data_args.window_seconds:g} s at {data_args.sampling_rate} Hz, "
-        f"{'standardised leads' if data_args.normalize else 'raw mV'}",
-        "seed": training_args.seed,
-    }
-    return "| Hyperparameter | Value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows.items())
 
 
 def setup_logging(training_args):
@@ -300,40 +265,6 @@ def prepare_data(data_args, training_args, task: str, window: int, stride: int):
     return raw, windows
 
 
-def final_evaluation(trainer, metric, windows, class_names, data_args) -> dict:
-    """Per record: thresholds chosen on validation (into config.thresholds), then the test split once, with a
-    bootstrap interval. Writes validation_results.json and test_results.json."""
-    trainer.compute_metrics = None  # the Trainer's metrics are per window; these are per record
-    results = {}
-    for split, (dataset, record_index) in windows.items():
-        output = trainer.predict(dataset.with_format("numpy"), metric_key_prefix=split)
-        probabilities, labels = record_probabilities(
-            output.predictions, output.label_ids, record_index, data_args.window_aggregation
-        )
-        if split == "validation":
-            options = {"find_thresholds": True}
-        elif trainer.is_world_process_zero():
-            options = {"thresholds": trainer.model.config.thresholds, "bootstrap_samples": data_args.bootstrap_samples}
-        else:
-            continue
-        results[split] = metric.compute(
-            predictions=probabilities, references=labels, class_names=class_names, seed=trainer.args.seed, **options
-        )
-        results[split].update(positives=labels.sum(0).astype(int).tolist(), loss=output.metrics[f"{split}_loss"])
-        if split == "test" and trainer.args.should_save:
-            # Per-record probabilities: to compare models on the same records, or re-score with other thresholds.
-            np.savez(
-                Path(trainer.args.output_dir) / "test_probabilities.npz",
-                probabilities=probabilities,
-                labels=labels,
-                class_names=np.array(class_names),
-            )
-        if split == "validation":
-            trainer.model.config.thresholds = results[split]["thresholds"]
-        trainer.save_metrics(split, {f"{split}_{k}": v for k, v in results[split].items()}, combined=False)
-    return results
-
-
 def main(argv=None) -> dict:
     model_args, config_overrides, data_args, training_args = parse_args(argv)
     overrides = {k: v for k, v in dataclasses.asdict(config_overrides).items() if v is not None}
@@ -343,17 +274,26 @@ def main(argv=None) -> dict:
     check_hub_access(training_args)  # before anything slow
 
     task = resolve_task(data_args.dataset, data_args.task)
-    window = int(round(data_args.window_seconds * data_args.sampling_rate))
-    stride = int(round((data_args.eval_stride_seconds or data_args.window_seconds / 2) * data_args.sampling_rate))
+    # The evaluation windows are the feature extractor's: the same window, stride and layout as at inference.
+    layout = ECGMambaFeatureExtractor(
+        sampling_rate=data_args.sampling_rate,
+        window_seconds=data_args.window_seconds,
+        window_stride_seconds=data_args.eval_stride_seconds,
+    )
+    window, stride = layout.window_samples, layout.window_stride_samples
     raw, windows = prepare_data(data_args, training_args, task, window, stride)
     with training_args.main_process_first(desc="metric module"):
-        metric = evaluate.load(str(METRIC_PATH), keep_in_memory=True)
+        metric = load_metric()
     class_names = dataset_class_names(raw)
     split_sizes = {split: len(records) for split, records in raw.items()}
 
     set_seed(training_args.seed)  # the model's initialisation too
-    model = build_model(model_args, overrides, data_args, class_names)
-    feature_extractor = build_feature_extractor(model, data_args, raw["train"])
+    model = make_model(model_args, overrides, data_args, class_names)
+    train_signals = None
+    if data_args.normalize:
+        batches = (batch["input_values"] for batch in raw["train"].with_format("numpy").iter(batch_size=256))
+        train_signals = (record for batch in batches for record in batch)
+    feature_extractor = build_feature_extractor(model.config, data_args.eval_stride_seconds, train_signals)
     num_parameters = sum(p.numel() for p in model.parameters())
     logger.info("%s: %s parameters", type(model).__name__, f"{num_parameters:,}")
     # One collator for both: evaluation windows are never longer than `window`, so only training records get cropped.
@@ -407,7 +347,7 @@ def main(argv=None) -> dict:
         eval_dataset=windows["validation"][0].with_format("numpy"),
         data_collator=collator,
         processing_class=feature_extractor,
-        compute_metrics=RecordMetrics(metric, windows["validation"][1], class_names, data_args.window_aggregation),
+        compute_metrics=RecordMetrics(metric, windows["validation"][1], model.config),
         callbacks=[CheckpointFilesCallback(), CropEpochCallback(collator)],
         write_model_card=render_card,
     )
@@ -422,7 +362,7 @@ def main(argv=None) -> dict:
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
 
-    results.update(final_evaluation(trainer, metric, windows, class_names, data_args))
+    results.update(final_evaluation(trainer, metric, windows, class_names, data_args.bootstrap_samples))
     if training_args.should_save:
         card_context["curves"] = plot_training_curves(trainer.state.log_history, output_dir / CURVES_FILE).name
     if training_args.push_to_hub:  # saves the model (config.json now with the thresholds), renders the card, uploads
@@ -434,34 +374,6 @@ def main(argv=None) -> dict:
     if trainer.is_world_process_zero():
         print_summary(model, results, class_names, output_dir, time.time() - start, split_sizes, task, data_args)
     return results
-
-
-def print_summary(model, results, class_names, output_dir, seconds, split_sizes, task, data_args):
-    test, validation = results["test"], results["validation"]
-    flat = scalar_metrics(test, class_names)
-    lines = [
-        "",
-        f"{type(model).__name__} on {SOURCES[data_args.dataset].name}{f' {task}' if data_args.dataset == 'ptbxl' else ''} "
-        f"({data_args.sampling_rate} Hz, "
-        f"{data_args.window_seconds:g} s windows): {split_sizes['train']} train / {split_sizes['validation']} "
-        f"validation / {split_sizes['test']} test records, {seconds / 60:.1f} min",
-        f"Test, per record, thresholds from validation ({test['num_records']} records):",
-        f"  macro ROC-AUC  {test['macro_auc']:.3f}"
-        + (
-            f"  (95% CI {test['macro_auc_ci_low']:.3f}-{test['macro_auc_ci_high']:.3f}, "
-            f"{test['bootstrap_samples']} bootstrap resamples)"
-            if "macro_auc_ci_low" in test
-            else ""
-        ),
-        *(
-            f"  {name:<14} {flat[name]:.3f}   (validation {validation[name]:.3f})"
-            for name in ("macro_f1", "sample_f1", "accuracy", "fmax")
-        ),
-        "  per-class AUC  " + ", ".join(f"{n} {flat['auc_' + n]:.3f}" for n in class_names),
-        f"Saved in {output_dir}: {', '.join(sorted(p.name for p in output_dir.iterdir() if p.is_file()))}",
-        f'Load: AutoModelForSequenceClassification.from_pretrained("{output_dir}", trust_remote_code=True)',
-    ]
-    print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Accuracy of ECGMamba against the Transformer and xresnet1d101 on PTB-XL, trained the same way, plus ablations.
 
-    python benchmarks/accuracy.py --data_dir ../shared/data/ptb-xl --output_dir outputs/accuracy
-    python benchmarks/accuracy.py --quick ...        # smoke run: tiny models, one epoch, a handful of records
+    python -m benchmarks.accuracy --data_dir ../shared/data/ptb-xl --output_dir outputs/accuracy
+    python -m benchmarks.accuracy --quick ...        # smoke run: tiny models, one epoch, a handful of records
 
 Protocol (one `train_hf.py` run per model, learning rate and seed, so every difference is the model):
 1. Learning-rate search: each model trains with every `--learning_rates` value and the first seed on folds 1-8; the
@@ -39,9 +39,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ecgmamba_training.data import has_data, resolve_data_dir  # the same data folder rules as train_hf.py
+from ecgmamba_training.evaluation import TrainingDivergedError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-from ecg_training import has_data, resolve_data_dir  # noqa: E402  (the same data folder rules as train_hf.py)
+# How a diverged run's traceback names its error in the run's log.
+_DIVERGED = f"{TrainingDivergedError.__module__}.{TrainingDivergedError.__name__}"
 
 MODELS = ("ecgmamba", "transformer", "xresnet1d101")
 # name -> train_hf.py options; each changes one thing of the budget's ECGMamba (the paper's ablations).
@@ -170,7 +173,7 @@ def train(args, model: str, learning_rate: float, seed: int, tag: str = "", opti
         completed = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     if completed.returncode != 0:
         lines = log_path.read_text(errors="replace").splitlines()
-        diverged = [line for line in lines if line.startswith("ecg_training.TrainingDivergedError")]
+        diverged = [line for line in lines if line.startswith(_DIVERGED)]
         if not diverged:
             tail = "\n".join(lines[-30:])
             raise RuntimeError(f"{folder.name} failed (exit {completed.returncode}); end of {log_path}:\n{tail}")
@@ -298,7 +301,7 @@ def main(argv=None) -> dict:
     results = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join(
-            shlex.quote(part) for part in ["python", "benchmarks/accuracy.py", *(argv or sys.argv[1:])]
+            shlex.quote(part) for part in ["python", "-m", "benchmarks.accuracy", *(argv or sys.argv[1:])]
         ),
         "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, {platform.python_version()}",
         "budget": {

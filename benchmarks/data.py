@@ -3,9 +3,9 @@
 Prints records/s of `download_and_prepare` (builder construction included) with 1 and 2 processes, each into a
 fresh temporary cache, the cache size on disk, and the time projected for the full dataset:
 
-    python benchmarks/data.py --data_dir ../shared/data/ptb-xl --sampling_rate 100
-    python benchmarks/data.py --data_dir ../shared/data/ptb-xl --scale 10   # fixed costs amortised
-    python benchmarks/data.py --dataset cpsc2018 --data_dir ../shared/data/cpsc2018
+    python -m benchmarks.data --data_dir ../shared/data/ptb-xl --sampling_rate 100
+    python -m benchmarks.data --data_dir ../shared/data/ptb-xl --scale 10   # fixed costs amortised
+    python -m benchmarks.data --dataset cpsc2018 --data_dir ../shared/data/cpsc2018
 
 `--scale N` (PTB-XL) lists every row of the metadata table N times under new ecg_ids (same record files), so that
 start-up costs (process pools, tables) weigh as little as on the full dataset.
@@ -16,15 +16,13 @@ Target: >= 200 records/s for PTB-XL at 100 Hz with 2 processes.
 import argparse
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import datasets
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from dataset_scripts import CPSC2018, PTBXL  # noqa: E402
+from dataset_scripts import CPSC2018, PTBXL
 
 FULL_SIZE = {"ptbxl": 21_799, "cpsc2018": 6_877}
 

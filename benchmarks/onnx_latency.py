@@ -1,10 +1,10 @@
 """onnxruntime against PyTorch eager: CPU latency of ECGMamba at batch 1 and 32.
 
-    python benchmarks/onnx_latency.py                         # the paper's model (random weights), 10 s at 100 Hz
-    python benchmarks/onnx_latency.py --model path/to/checkpoint --runs 20
-    python benchmarks/onnx_latency.py --quick                 # tiny model, 3 runs: a smoke test of the script
+    python -m benchmarks.onnx_latency                         # the paper's model (random weights), 10 s at 100 Hz
+    python -m benchmarks.onnx_latency --model path/to/checkpoint --runs 20
+    python -m benchmarks.onnx_latency --quick                 # tiny model, 3 runs: a smoke test of the script
 
-Exports the model with `modeling_ecgmamba.onnx_export.export_onnx` (dynamic batch and length, opset 18; the export
+Exports the model with `ecgmamba_apps.onnx_export.export_onnx` (dynamic batch and length, opset 18; the export
 itself checks onnxruntime against PyTorch), then times one forward pass of a batch of 10 s windows (the feature
 extractor's output; real PTB-XL records when the data folder is found, else random signals):
 
@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from modeling_ecgmamba import ECGMambaConfig, ECGMambaFeatureExtractor, ECGMambaForSequenceClassification  # noqa: E402
-from modeling_ecgmamba.onnx_export import export_onnx, onnx_session, run_onnx  # noqa: E402
-from modeling_ecgmamba.predict import load_checkpoint, read_record  # noqa: E402
+from ecgmamba_apps.onnx_export import export_onnx, onnx_session, run_onnx
+from modeling_ecgmamba import ECGMambaConfig, ECGMambaFeatureExtractor, ECGMambaForSequenceClassification
+from modeling_ecgmamba.ecg_records import read_record
+from modeling_ecgmamba.inference_ecgmamba import load_checkpoint
 
 DATA_DIR = Path(os.environ.get("ECGMAMBA_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

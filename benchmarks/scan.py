@@ -1,8 +1,8 @@
 """Benchmark the selective-scan backends side by side: reference loop, pure-PyTorch chunked scan, numba kernel.
 
-    python benchmarks/scan.py             # full grid: batch 1 and 32, L = 250, 1000, 5000 (dim 256, N 16)
-    python benchmarks/scan.py --quick     # small sizes, < 60 s: a smoke test
-    python benchmarks/scan.py --json out.json
+    python -m benchmarks.scan             # full grid: batch 1 and 32, L = 250, 1000, 5000 (dim 256, N 16)
+    python -m benchmarks.scan --quick     # small sizes, < 60 s: a smoke test
+    python -m benchmarks.scan --json out.json
 
 Method (printed with the results):
 - torch.set_num_threads(--threads, default 2); the numba kernel follows torch's thread count.
@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
@@ -45,7 +44,6 @@ from pathlib import Path
 import psutil
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # The package exports the function `selective_scan` under the submodule's name: import the module itself.
 scan = importlib.import_module("modeling_ecgmamba.selective_scan")
 

@@ -13,7 +13,7 @@ _EXPORTS = {
     "load_ptbxl": "ptbxl",
     "CPSC2018": "cpsc2018",
     "load_cpsc2018": "cpsc2018",
-    "ECGDataError": "common",
+    "ECGDataError": "common",  # the library's one error class (modeling_ecgmamba.ecg_records)
     "class_names": "common",
     "signal_metadata": "common",
 }

@@ -1,7 +1,8 @@
-"""Shared pieces of the ECG dataset builders: record reading with checks, features, metadata, summaries.
+"""Shared pieces of the ECG dataset builders: features, metadata, splits into shards, summaries and the builder base.
 
-Every reader returns a float32 array of shape `(samples, 12)` in millivolts with the leads in the canonical order
-`STANDARD_LEADS`, or raises `ECGDataError` naming the file and the problem.
+Records are read by the library's one reader (`modeling_ecgmamba.ecg_records`): the builders, the predictor and the
+pipeline read a file the same way or refuse it with the same `ECGDataError` naming the file and the problem. Every
+builder stores `(samples, 12)` float32 millivolts in the canonical lead order `STANDARD_LEADS`.
 """
 
 import argparse
@@ -9,224 +10,19 @@ import hashlib
 import json
 import logging
 import os
-import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
 
-from modeling_ecgmamba.feature_extraction_ecgmamba import (
-    STANDARD_LEADS,
-    UNIT_TO_MV,
-    canonical_lead_name,
-)
+from modeling_ecgmamba.ecg_records import STANDARD_LEADS, ECGDataError
 
 logger = logging.getLogger(__name__)
 
 UNITS = "mV"
 # Prefix of the description line that carries the signal metadata as JSON (see `signal_metadata`).
 _SIGNAL_LINE = "ECG signal: "
-# WFDB format 16 stores a missing sample as the smallest int16.
-_WFDB_INVALID_16 = -32768
-
-
-class ECGDataError(ValueError):
-    """A data file is missing, malformed or inconsistent. The message names the file and the problem."""
-
-    def __init__(self, path, problem: str):
-        self.path, self.problem = str(path), problem
-        super().__init__(f"{path}: {problem}")
-
-    def __reduce__(self):  # picklable across worker processes despite the two-argument signature
-        return self.__class__, (self.path, self.problem)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# WFDB records
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class WfdbSignal:
-    file_name: str
-    fmt: str
-    byte_offset: int
-    gain: float
-    baseline: int
-    units: str
-    checksum: int | None
-    name: str
-
-
-@dataclass
-class WfdbHeader:
-    path: Path  # the .hea file
-    fs: float
-    num_samples: int
-    signals: list[WfdbSignal]
-    comments: list[str]
-
-    def comment(self, key: str) -> str | None:
-        """Value of a `#Key: value` comment line (CinC style), or None when the line is absent."""
-        for line in self.comments:
-            name, sep, value = line.partition(":")
-            if sep and name.strip().lower() == key.lower():
-                return value.strip()
-        return None
-
-
-_GAIN_RE = re.compile(r"^([-+0-9.eE]+)(?:\(([-+0-9]+)\))?(?:/(\S+))?$")
-_FORMAT_RE = re.compile(r"^(\d+)(?:\+(\d+))?$")
-
-
-def read_wfdb_header(hea_path) -> WfdbHeader:
-    """Parse a WFDB `.hea` file (single segment). Much faster than `wfdb.rdheader`, which dominates reading time."""
-    hea_path = Path(hea_path)
-    try:
-        text = hea_path.read_text(encoding="latin-1")
-    except FileNotFoundError:
-        raise ECGDataError(hea_path, "header file not found") from None
-    lines = [line.strip() for line in text.splitlines()]
-    comments = [line.lstrip("#").strip() for line in lines if line.startswith("#")]
-    lines = [line for line in lines if line and not line.startswith("#")]
-    if not lines:
-        raise ECGDataError(hea_path, "empty WFDB header")
-    record = lines[0].split()
-    try:
-        num_signals = int(record[1])
-        fs = float(re.split(r"[/(]", record[2])[0])
-        num_samples = int(record[3])
-    except (IndexError, ValueError):
-        raise ECGDataError(
-            hea_path, f"cannot parse the record line {lines[0]!r} (need name, signals, fs, samples)"
-        ) from None
-    if len(lines) - 1 != num_signals:
-        raise ECGDataError(
-            hea_path, f"record line announces {num_signals} signals but {len(lines) - 1} signal lines follow"
-        )
-    signals = [_parse_signal_line(hea_path, line) for line in lines[1:]]
-    return WfdbHeader(hea_path, fs, num_samples, signals, comments)
-
-
-def _parse_signal_line(hea_path: Path, line: str) -> WfdbSignal:
-    # file format[+offset] gain(baseline)/units adcres adczero initval checksum blocksize description
-    fields = line.split(maxsplit=8)
-    fmt = _FORMAT_RE.match(fields[1]) if len(fields) > 2 else None
-    gain = _GAIN_RE.match(fields[2]) if len(fields) > 2 else None
-    if fmt is None or gain is None:
-        raise ECGDataError(hea_path, f"cannot parse the signal line {line!r}")
-    try:
-        adc_zero = int(fields[4]) if len(fields) > 4 else 0
-        checksum = int(fields[6]) if len(fields) > 6 else None
-    except ValueError:
-        raise ECGDataError(hea_path, f"cannot parse the signal line {line!r}") from None
-    return WfdbSignal(
-        file_name=fields[0],
-        fmt=fmt.group(1),
-        byte_offset=int(fmt.group(2) or 0),
-        gain=float(gain.group(1)),
-        baseline=int(gain.group(2)) if gain.group(2) is not None else adc_zero,
-        units=gain.group(3) or "mV",
-        checksum=checksum,
-        name=fields[8].strip() if len(fields) > 8 else "",
-    )
-
-
-def read_wfdb_signal(header: WfdbHeader) -> np.ndarray:
-    """Read the samples of a 12-lead WFDB record as `(samples, 12)` float32 mV in canonical lead order.
-
-    Only format 16 (interleaved little-endian int16, optionally after a byte offset, as in PTB-XL `.dat` and CinC
-    `.mat` files) is read. The file size, missing samples, checksums, gains and units are checked against the header.
-    """
-    path = header.path
-    signals = header.signals
-    files = {s.file_name for s in signals}
-    formats = {(s.fmt, s.byte_offset) for s in signals}
-    if len(files) != 1 or formats - {("16", signals[0].byte_offset)}:
-        raise ECGDataError(
-            path, f"unsupported WFDB storage {sorted(formats)} in {sorted(files)}: only format 16, one file"
-        )
-    order = lead_order([s.name for s in signals], path)
-    data_path = path.parent / signals[0].file_name
-    num_signals, offset = len(signals), signals[0].byte_offset
-    expected = offset + header.num_samples * num_signals * 2
-    try:
-        size = data_path.stat().st_size
-    except FileNotFoundError:
-        raise ECGDataError(data_path, f"signal file named in {path.name} not found") from None
-    if size != expected:
-        found = max(0, size - offset) / (num_signals * 2)
-        problem = "truncated" if size < expected else "longer than announced"
-        raise ECGDataError(
-            data_path,
-            f"{problem}: {path.name} announces {header.num_samples} samples x {num_signals} signals "
-            f"({expected} bytes) but the file has {size} bytes ({found:g} samples)",
-        )
-    digital = np.fromfile(data_path, dtype="<i2", offset=offset).reshape(header.num_samples, num_signals)
-
-    missing = digital.min(axis=0) == _WFDB_INVALID_16
-    if missing.any():
-        names = [signals[i].name for i in np.flatnonzero(missing)]
-        raise ECGDataError(data_path, f"missing (NaN) samples in lead(s) {', '.join(names)}")
-    # WFDB checksums are the 16-bit sum of each signal's samples: catches data that do not match the header.
-    # Writers store it signed or unsigned, so compare modulo 2**16.
-    checked = [i for i, s in enumerate(signals) if s.checksum is not None]
-    expected_sums = np.array([signals[i].checksum for i in checked], dtype=np.int64)
-    wrong = (digital[:, checked].sum(axis=0, dtype=np.int64) - expected_sums) % 65536 != 0
-    if wrong.any():
-        s = signals[checked[int(np.argmax(wrong))]]
-        raise ECGDataError(data_path, f"checksum of lead {s.name} does not match the header's {s.checksum}")
-
-    scale = np.empty(num_signals, dtype=np.float32)
-    for i, s in enumerate(signals):
-        factor = UNIT_TO_MV.get(s.units.lower())
-        if s.gain <= 0 or factor is None:
-            raise ECGDataError(path, f"lead {s.name}: cannot calibrate gain {s.gain} {s.units!r} to mV")
-        scale[i] = factor / s.gain  # mV per digital unit
-    baselines = np.array([s.baseline for s in signals], dtype=np.float32)
-    return (digital[:, order] - baselines[order]) * scale[order]
-
-
-def lead_order(names, path) -> list[int]:
-    """Indices that put the given lead names in `STANDARD_LEADS` order; an error unless exactly the 12 leads."""
-    canonical = [canonical_lead_name(n) for n in names]
-    if sorted(map(str, canonical)) != sorted(STANDARD_LEADS):
-        raise ECGDataError(path, f"expected the 12 standard leads {list(STANDARD_LEADS)}, found {list(names)}")
-    return [canonical.index(lead) for lead in STANDARD_LEADS]
-
-
-def read_cpsc_struct(mat_path) -> tuple[np.ndarray, float | None, str | None]:
-    """Read an original CPSC2018 `.mat` file (struct `ECG` with `sex`, `age`, `data` 12 x N in mV, leads in the
-    canonical order). Returns `(signal (N, 12) float32 mV, age, sex)`."""
-    from scipy.io import loadmat
-
-    try:
-        ecg = loadmat(mat_path)["ECG"][0, 0]
-        data = np.asarray(ecg["data"], dtype=np.float64)
-    except FileNotFoundError:
-        raise ECGDataError(mat_path, "file not found") from None
-    except Exception as err:  # scipy raises several types for damaged or foreign .mat files
-        raise ECGDataError(mat_path, f"not a CPSC2018 MATLAB struct 'ECG' with a 'data' field ({err})") from None
-    if data.ndim != 2 or data.shape[0] != len(STANDARD_LEADS) or data.shape[1] == 0:
-        raise ECGDataError(mat_path, f"ECG.data has shape {data.shape}, expected (12, samples)")
-    if not np.isfinite(data).all():
-        raise ECGDataError(mat_path, "NaN or infinite samples in ECG.data")
-    age = _first_scalar(ecg, "age")
-    sex = _first_scalar(ecg, "sex")
-    return (
-        data.T.astype(np.float32),
-        (float(age) if age is not None else None),
-        (str(sex) if sex is not None else None),
-    )
-
-
-def _first_scalar(struct, field):
-    if field not in (struct.dtype.names or ()):
-        return None
-    value = np.asarray(struct[field]).ravel()
-    return value[0] if value.size else None
 
 
 # ----------------------------------------------------------------------------------------------------------------

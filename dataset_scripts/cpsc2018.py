@@ -38,27 +38,25 @@ from pathlib import Path
 
 import datasets
 
+from modeling_ecgmamba.ecg_records import ECGDataError, read_record, read_wfdb_header, standard_leads_mv
 from modeling_ecgmamba.feature_extraction_ecgmamba import resample_signal
 
 from .common import (
     SEX,
     ECGBuilder,
-    ECGDataError,
     cli,
     describe,
     label_features,
     multi_hot,
     prepare,
-    read_cpsc_struct,
-    read_wfdb_header,
-    read_wfdb_signal,
     sex_label,
     signal_feature,
     stable_hash,
 )
 
 # Bump when the output changes: builder.hash is None, so the cache folder is keyed on the config's version.
-VERSION = datasets.Version("1.0.0")
+# 1.1.0: records read by the library's shared reader (samples converted to mV in float64, then stored as float32).
+VERSION = datasets.Version("1.1.0")
 CLASSES = ("Normal", "AF", "I-AVB", "LBBB", "RBBB", "PAC", "PVC", "STD", "STE")
 SOURCE_RATE = 500  # Hz, both releases
 REFERENCE_CSV = "REFERENCE.csv"
@@ -206,20 +204,14 @@ class CPSC2018(ECGBuilder):
         return {**record, "classes": classes}
 
     def _example(self, record: dict):
-        if record["layout"] == "original":
-            signal, age, sex = read_cpsc_struct(record["path"])
-            fs = SOURCE_RATE
-        else:
-            header = read_wfdb_header(record["path"])
-            signal, fs = read_wfdb_signal(header), header.fs
-            age, sex = _number(header.comment("Age")), header.comment("Sex")
+        ecg = read_record(record["path"])  # a WFDB record (.hea) or an original struct (.mat)
         return record["record"], {
             "record": record["record"],
-            "input_values": resample_signal(signal, fs, self.config.sampling_rate),
+            "input_values": resample_signal(standard_leads_mv(ecg), ecg.sampling_rate, self.config.sampling_rate),
             "labels": multi_hot(record["classes"], len(CLASSES)),
             "diagnoses": record["classes"],
-            "age": age,
-            "sex": sex_label(sex),
+            "age": _number(ecg.metadata.get("Age")),
+            "sex": sex_label(ecg.metadata.get("Sex")),
         }
 
 

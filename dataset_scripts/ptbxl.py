@@ -40,24 +40,24 @@ from pathlib import Path
 import datasets
 import pandas as pd
 
+from modeling_ecgmamba.ecg_records import ECGDataError, read_wfdb, read_wfdb_header, standard_leads_mv
+
 from .common import (
     SEX,
     ECGBuilder,
-    ECGDataError,
     check_data_dir,
     cli,
     describe,
     label_features,
     multi_hot,
     prepare,
-    read_wfdb_header,
-    read_wfdb_signal,
     sex_label,
     signal_feature,
 )
 
 # Bump when the output changes: builder.hash is None, so the cache folder is keyed on the config's version.
-VERSION = datasets.Version("1.0.0")
+# 1.1.0: records read by the library's shared reader (samples converted to mV in float64, then stored as float32).
+VERSION = datasets.Version("1.1.0")
 TASKS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
 SAMPLING_RATES = (100, 500)
 RECORD_SECONDS = 10
@@ -269,7 +269,7 @@ class PTBXL(ECGBuilder):
                 header.path,
                 f"{header.num_samples} samples at {header.fs:g} Hz, expected {expected} at {self.config.sampling_rate} Hz",
             )
-        return read_wfdb_signal(header)
+        return standard_leads_mv(read_wfdb(header))
 
 
 def _parse_codes(text, where) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""ECGMamba model configuration."""
+"""ECGMamba model configuration, and the base every ECG classifier's configuration of this package shares."""
 
 import math
 
@@ -6,9 +6,94 @@ from transformers import PreTrainedConfig
 
 # PTB-XL superdiagnostic classes (Strodthoff et al. 2020), the default task, in the benchmark's (sorted) order.
 PTBXL_SUPERDIAGNOSTIC = ("CD", "HYP", "MI", "NORM", "STTC")
+# How the probabilities of a record's windows combine into the record's (see `window_aggregation`).
+WINDOW_AGGREGATIONS = ("mean", "max")
+# `selective_scan.BACKENDS` and "auto" (this file imports no torch, so the names are listed here; a test compares).
+SCAN_BACKENDS = ("auto", "reference", "cpu_kernel", "torch", "parallel", "cuda")
 
 
-class ECGMambaConfig(PreTrainedConfig):
+class ECGClassifierConfig(PreTrainedConfig):
+    r"""
+    What every ECG classifier of this package shares: its input (leads, rate, window), its classes, and the
+    inference settings that training chooses and inference must reuse. Subclasses document these arguments too.
+
+    Args:
+        num_leads (`int`, *optional*, defaults to 12):
+            Number of ECG leads (input channels), in the order `I, II, III, aVR, aVL, aVF, V1..V6`.
+        sampling_rate (`int`, *optional*, defaults to 100):
+            Sampling rate in Hz that the model expects; the feature extractor resamples to it.
+        window_seconds (`float`, *optional*, defaults to 10.0):
+            Length in seconds of the window the model is trained on; longer records are slid over.
+        thresholds (`list[float]`, *optional*):
+            Per-class decision thresholds on the record probabilities, chosen on the validation split by the
+            trainer; `None` means 0.5 for every class.
+        window_aggregation (`str`, *optional*, defaults to `"mean"`):
+            How the probabilities of a record's windows combine into the record's: `"mean"` or `"max"`. Training
+            writes the aggregation its thresholds were tuned with, so that inference aggregates the same way.
+        problem_type (`str`, *optional*, defaults to `"multi_label_classification"`):
+            `"multi_label_classification"` (sigmoid per class), `"single_label_classification"` (softmax) or
+            `"regression"`.
+        id2label (`dict[int, str]`, *optional*):
+            Names of the output classes; defaults to the PTB-XL superdiagnostic classes `CD, HYP, MI, NORM, STTC`.
+            `num_labels` may be given instead for unnamed classes.
+    """
+
+    def __init__(
+        self,
+        num_leads: int = 12,
+        sampling_rate: int = 100,
+        window_seconds: float = 10.0,
+        thresholds: list[float] | None = None,
+        window_aggregation: str = "mean",
+        problem_type: str = "multi_label_classification",
+        id2label: dict | None = None,
+        **kwargs,
+    ):
+        if id2label is None and "num_labels" not in kwargs:
+            id2label = dict(enumerate(PTBXL_SUPERDIAGNOSTIC))
+        if id2label is not None and "label2id" not in kwargs:
+            kwargs["label2id"] = {name: int(idx) for idx, name in id2label.items()}
+        self.num_leads = num_leads
+        self.sampling_rate = sampling_rate
+        self.window_seconds = window_seconds
+        self.thresholds = None if thresholds is None else [float(t) for t in thresholds]
+        self.window_aggregation = window_aggregation
+        super().__init__(problem_type=problem_type, id2label=id2label, **kwargs)
+        if self.window_aggregation not in WINDOW_AGGREGATIONS:
+            raise ValueError(f"window_aggregation must be one of {WINDOW_AGGREGATIONS}, got {window_aggregation!r}.")
+        if self.thresholds is not None and (
+            len(self.thresholds) != self.num_labels or not all(0.0 <= t <= 1.0 for t in self.thresholds)
+        ):
+            raise ValueError(
+                f"thresholds must be {self.num_labels} numbers in [0, 1] (one per class), got {thresholds!r}."
+            )
+        for name in ("num_leads", "sampling_rate"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+        if not self.window_seconds > 0:
+            raise ValueError(f"window_seconds must be positive, got {self.window_seconds!r}.")
+
+    @property
+    def window_samples(self) -> int:
+        """Samples in one model window (`window_seconds * sampling_rate`)."""
+        return int(round(self.window_seconds * self.sampling_rate))
+
+    @property
+    def min_samples(self) -> int:
+        """Fewest samples (at `sampling_rate`) a record must have for the model to read it."""
+        return 1
+
+
+def conv_receptive_field(kernel_sizes, strides) -> int:
+    """Receptive field in samples of a stack of convolutions with these kernels and strides."""
+    field, jump = 1, 1
+    for kernel, stride in zip(kernel_sizes, strides):
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
+
+
+class ECGMambaConfig(ECGClassifierConfig):
     r"""
     Configuration of an [`ECGMambaModel`]: a bidirectional selective state-space model (BiSSM, Mamba-style) for
     multi-lead ECG classification (ECGMamba, arXiv 2406.10098). The defaults give the paper's model: 12 leads,
@@ -58,7 +143,7 @@ class ECGMambaConfig(PreTrainedConfig):
             Stride of each encoder block; their product is the downsampling from samples to tokens
             (16: 100 Hz -> 6.25 tokens per second, 63 tokens per 10 s, one per 160 ms). The SSM's cost is linear in
             tokens: 16x keeps the paper's width and depth under xresnet1d101's FLOPs per record (which itself pools
-            32x); 8x costs 1.7x those FLOPs (`python benchmarks/speed.py --candidates`).
+            32x); 8x costs 1.7x those FLOPs (`python -m benchmarks.speed --candidates`).
         use_ffn (`bool`, *optional*, defaults to `True`):
             Add the feed-forward sub-layer (two pointwise Conv1d) after each mixer.
         ffn_size (`int`, *optional*, defaults to 256):
@@ -83,7 +168,14 @@ class ECGMambaConfig(PreTrainedConfig):
             Standard deviation of the normal initialiser of linear layers and the classification head.
         scan_backend (`str`, *optional*, defaults to `"auto"`):
             Selective-scan implementation: `"auto"` (mamba-ssm CUDA kernels on GPU when installed, the compiled
-            CPU kernel on CPU, else pure PyTorch), `"cpu_kernel"`, `"torch"`, `"cuda"` or `"reference"`.
+            CPU kernel on CPU, else pure PyTorch), `"cpu_kernel"`, `"torch"`, `"parallel"` (loop-free; what
+            export traces), `"cuda"` or `"reference"`.
+        thresholds (`list[float]`, *optional*):
+            Per-class decision thresholds on the record probabilities, chosen on the validation split by the
+            trainer; `None` means 0.5 for every class.
+        window_aggregation (`str`, *optional*, defaults to `"mean"`):
+            How the probabilities of a record's windows combine into the record's: `"mean"` or `"max"`. Training
+            writes the aggregation its thresholds were tuned with, so that inference aggregates the same way.
         problem_type (`str`, *optional*, defaults to `"multi_label_classification"`):
             `"multi_label_classification"` (BCE on multi-hot labels), `"single_label_classification"`
             (cross-entropy on class indices) or `"regression"` (MSE).
@@ -137,20 +229,15 @@ class ECGMambaConfig(PreTrainedConfig):
         head_dropout: float = 0.1,
         initializer_range: float = 0.02,
         scan_backend: str = "auto",
+        thresholds: list[float] | None = None,
+        window_aggregation: str = "mean",
         problem_type: str = "multi_label_classification",
         id2label: dict | None = None,
         **kwargs,
     ):
-        if id2label is None and "num_labels" not in kwargs:
-            id2label = dict(enumerate(PTBXL_SUPERDIAGNOSTIC))
-        if id2label is not None and "label2id" not in kwargs:
-            kwargs["label2id"] = {name: int(idx) for idx, name in id2label.items()}
         encoder_kernel_sizes = [int(k) for k in encoder_kernel_sizes]
         encoder_strides = [int(s) for s in encoder_strides]
 
-        self.num_leads = num_leads
-        self.sampling_rate = sampling_rate
-        self.window_seconds = window_seconds
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
         self.state_size = state_size
@@ -181,7 +268,16 @@ class ECGMambaConfig(PreTrainedConfig):
         self.head_dropout = head_dropout
         self.initializer_range = initializer_range
         self.scan_backend = scan_backend
-        super().__init__(problem_type=problem_type, id2label=id2label, **kwargs)
+        super().__init__(
+            num_leads=num_leads,
+            sampling_rate=sampling_rate,
+            window_seconds=window_seconds,
+            thresholds=thresholds,
+            window_aggregation=window_aggregation,
+            problem_type=problem_type,
+            id2label=id2label,
+            **kwargs,
+        )
         self._validate()
 
     def _validate(self):
@@ -195,12 +291,9 @@ class ECGMambaConfig(PreTrainedConfig):
             raise ValueError(f"encoder_kernel_sizes must be odd positive integers, got {self.encoder_kernel_sizes}.")
         if self.pooling_type not in ("mean", "max"):
             raise ValueError(f"pooling_type must be 'mean' or 'max', got {self.pooling_type!r}.")
-        if self.scan_backend not in ("auto", "cpu_kernel", "torch", "cuda", "reference"):
-            raise ValueError(
-                "scan_backend must be one of 'auto', 'cpu_kernel', 'torch', 'cuda', 'reference', "
-                f"got {self.scan_backend!r}."
-            )
-        for name in ("num_leads", "sampling_rate", "hidden_size", "num_hidden_layers", "state_size", "expand"):
+        if self.scan_backend not in SCAN_BACKENDS:
+            raise ValueError(f"scan_backend must be one of {SCAN_BACKENDS}, got {self.scan_backend!r}.")
+        for name in ("hidden_size", "num_hidden_layers", "state_size", "expand"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
 
@@ -210,9 +303,11 @@ class ECGMambaConfig(PreTrainedConfig):
         return math.prod(self.encoder_strides) if self.use_encoder else 1
 
     @property
-    def window_samples(self) -> int:
-        """Samples in one model window (`window_seconds * sampling_rate`)."""
-        return int(round(self.window_seconds * self.sampling_rate))
+    def min_samples(self) -> int:
+        """The encoder's receptive field (samples seen by one token): the shortest record it can embed."""
+        if not self.use_encoder:
+            return 1
+        return conv_receptive_field(self.encoder_kernel_sizes, self.encoder_strides)
 
 
-__all__ = ["ECGMambaConfig"]
+__all__ = ["ECGClassifierConfig", "ECGMambaConfig", "WINDOW_AGGREGATIONS", "conv_receptive_field"]

@@ -10,20 +10,14 @@ import numpy as np
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 from transformers.feature_extraction_utils import BatchFeature
 
-# Canonical 12-lead order used by the model, PTB-XL and CPSC2018.
-STANDARD_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
-
-# Spellings seen in WFDB headers and CSV exports, mapped (case-insensitively) to the canonical names.
-_LEAD_ALIASES = {name.lower(): name for name in STANDARD_LEADS}
-_LEAD_ALIASES.update({"avr": "aVR", "avl": "aVL", "avf": "aVF", "lead i": "I", "lead ii": "II", "lead iii": "III"})
-
-# Units WFDB headers use for ECG signals, as factors to millivolts.
-UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nu": None, "": None}
-
-
-def canonical_lead_name(name: str) -> str | None:
-    """Return the canonical name of an ECG lead (`"avr"` -> `"aVR"`), or None if it is not one of the 12 leads."""
-    return _LEAD_ALIASES.get(str(name).strip().lower())
+from .ecg_records import (
+    STANDARD_LEADS,
+    ECGDataError,
+    as_signal_array,
+    canonical_lead_name,
+    lead_columns,
+    millivolt_factors,
+)
 
 
 def resample_signal(signal: np.ndarray, orig_fs: float, target_fs: float) -> np.ndarray:
@@ -32,7 +26,10 @@ def resample_signal(signal: np.ndarray, orig_fs: float, target_fs: float) -> np.
     Uses `scipy.signal.resample_poly` (anti-aliasing FIR filter), exact for rational rate ratios such as
     500 -> 100 Hz or 257 -> 100 Hz. Returns float32 with `round(samples * target_fs / orig_fs)` samples.
     """
-    from scipy.signal import resample_poly
+    try:
+        from scipy.signal import resample_poly
+    except ImportError as err:  # a dependency of the package; a checkpoint used alone needs it only to resample
+        raise ImportError("Resampling ECG records needs scipy: pip install scipy") from err
 
     signal = np.asarray(signal, dtype=np.float32)
     if orig_fs <= 0 or target_fs <= 0:
@@ -49,7 +46,11 @@ class ECGMambaFeatureExtractor(SequenceFeatureExtractor):
     Turns raw ECG records into ECGMamba inputs: resamples to the model's rate, puts the leads in the canonical order by
     name, converts units to millivolts, normalises with statistics fitted on the training split, and crops or pads to
     the model's window with an `attention_mask`. Bad records (NaN/inf, flat or missing leads, unknown lead names, no
-    sampling rate) raise a `ValueError` naming the record and the problem.
+    sampling rate) raise an `ECGDataError` (a `ValueError`) naming the record and the problem.
+
+    It owns the window layout: with `return_windows=True` a record becomes windows of `window_seconds` every
+    `window_stride_seconds`, the last aligned to the record's end, and the output says which record and which start
+    sample each window has ([`window_starts`] is the rule, used by training's evaluation too).
 
     Args:
         feature_size (`int`, *optional*, defaults to 12):
@@ -59,6 +60,9 @@ class ECGMambaFeatureExtractor(SequenceFeatureExtractor):
         window_seconds (`float`, *optional*, defaults to 10.0):
             Window length in seconds: longer records are cropped (or split with `return_windows=True`), shorter
             ones padded and masked.
+        window_stride_seconds (`float`, *optional*):
+            Stride of the sliding windows over long records; `None` means half a window. Training writes the stride
+            its evaluation used, so that inference slides the same windows.
         lead_names (`list[str]`, *optional*, defaults to the 12 standard leads):
             Lead order of the model's inputs.
         mean (`list[float]`, *optional*):
@@ -71,7 +75,8 @@ class ECGMambaFeatureExtractor(SequenceFeatureExtractor):
         crop_position (`str`, *optional*, defaults to `"start"`):
             Which part of a longer record a single window keeps: `"start"` or `"center"`.
         min_samples (`int`, *optional*, defaults to 63):
-            Fewest samples (at `sampling_rate`) a record may have: the model encoder's receptive field.
+            Fewest samples (at `sampling_rate`) a record may have: the model's `config.min_samples` (ECGMamba:
+            its encoder's receptive field).
         flat_lead_threshold (`float`, *optional*, defaults to 1e-4):
             A lead whose standard deviation (mV) is below this is flat (disconnected electrode) and rejected.
         padding_value (`float`, *optional*, defaults to 0.0):
@@ -87,6 +92,7 @@ class ECGMambaFeatureExtractor(SequenceFeatureExtractor):
         feature_size: int = 12,
         sampling_rate: int = 100,
         window_seconds: float = 10.0,
+        window_stride_seconds: float | None = None,
         lead_names: list[str] | tuple[str, ...] = STANDARD_LEADS,
         mean: list[float] | None = None,
         std: list[float] | None = None,
@@ -106,6 +112,9 @@ class ECGMambaFeatureExtractor(SequenceFeatureExtractor):
             **kwargs,
         )
         self.window_seconds = window_seconds
+        if window_stride_seconds is not None and not window_stride_seconds > 0:
+            raise ValueError(f"window_stride_seconds must be positive, got {window_stride_seconds!r}.")
+        self.window_stride_seconds = window_stride_seconds
         self.lead_names = [str(name) for name in lead_names]
         if len(self.lead_names) != feature_size:
             raise ValueError(f"lead_names has {len(self.lead_names)} names but feature_size is {feature_size}.")
@@ -113,7 +122,9 @@ class ECGMambaFeatureExtractor(SequenceFeatureExtractor):
         self.std = None if std is None else [float(v) for v in std]
         self.do_normalize = do_normalize
         if do_normalize and (self.mean is None or self.std is None):
-            raise ValueError("do_normalize=True needs per-lead `mean` and `std`: call `fit(...)` on the training records.")
+            raise ValueError(
+                "do_normalize=True needs per-lead `mean` and `std`: call `fit(...)` on the training records."
+            )
         if crop_position not in ("start", "center"):
             raise ValueError(f"crop_position must be 'start' or 'center', got {crop_position!r}.")
         self.crop_position = crop_position
@@ -122,12 +133,8 @@ class ECGMambaFeatureExtractor(SequenceFeatureExtractor):
 
     @classmethod
     def from_model_config(cls, config, **kwargs) -> "ECGMambaFeatureExtractor":
-        """The extractor that matches an `ECGMambaConfig` (rate, window, leads, minimum length)."""
-        field, jump = 1, 1
-        if config.use_encoder:
-            for kernel, stride in zip(config.encoder_kernel_sizes, config.encoder_strides):
-                field, jump = field + (kernel - 1) * jump, jump * stride
-        kwargs.setdefault("min_samples", field)
+        """The extractor that matches a model config (rate, window, leads, shortest record it can read)."""
+        kwargs.setdefault("min_samples", config.min_samples)
         return cls(
             feature_size=config.num_leads,
             sampling_rate=config.sampling_rate,
@@ -138,6 +145,12 @@ class ECGMambaFeatureExtractor(SequenceFeatureExtractor):
     @property
     def window_samples(self) -> int:
         return int(round(self.window_seconds * self.sampling_rate))
+
+    @property
+    def window_stride_samples(self) -> int:
+        """Stride of the sliding windows in samples at the model rate (half a window unless set)."""
+        seconds = self.window_stride_seconds or self.window_seconds / 2
+        return max(int(round(seconds * self.sampling_rate)), 1)
 
     def fit(self, signals, do_normalize: bool = True) -> "ECGMambaFeatureExtractor":
         """Fit per-lead mean and std (mV) on training signals already in the model's layout `(samples, leads)`."""
@@ -195,9 +208,11 @@ class ECGMambaFeatureExtractor(SequenceFeatureExtractor):
                 Window in samples at the model rate; defaults to `window_seconds * sampling_rate`.
             return_windows (`bool`, *optional*, defaults to `False`):
                 Split each record into windows of `max_length` samples every `window_stride_seconds` (the last one
-                aligned to the record's end) instead of cropping; adds `record_index` (window -> record).
+                aligned to the record's end) instead of cropping; adds `record_index` (window -> record) and
+                `window_start` (the window's first sample at the model rate).
             window_stride_seconds (`float`, *optional*):
-                Stride of the windows; defaults to half a window.
+                Stride of the windows; defaults to this extractor's `window_stride_seconds` (half a window unless
+                set).
             return_tensors (`str`, *optional*):
                 `"pt"` or `"np"`.
             record_names (`list[str]`, *optional*):
@@ -223,10 +238,13 @@ class ECGMambaFeatureExtractor(SequenceFeatureExtractor):
         ]
 
         max_length = max_length or self.window_samples
-        record_index = None
+        record_index = window_start = None
         if return_windows:
-            stride = int(round((window_stride_seconds or self.window_seconds / 2) * self.sampling_rate))
-            signals, record_index = _split_windows(signals, max_length, max(stride, 1))
+            if window_stride_seconds is None:
+                stride = self.window_stride_samples
+            else:
+                stride = max(int(round(window_stride_seconds * self.sampling_rate)), 1)
+            signals, record_index, window_start = split_windows(signals, max_length, stride)
         elif truncation:
             signals = [self._crop(signal, max_length) for signal in signals]
 
@@ -252,76 +270,49 @@ class ECGMambaFeatureExtractor(SequenceFeatureExtractor):
             data["attention_mask"] = attention_mask
         if record_index is not None:
             data["record_index"] = np.asarray(record_index, dtype=np.int64)
+            data["window_start"] = np.asarray(window_start, dtype=np.int64)
         return BatchFeature(data, tensor_type=return_tensors)
 
     def _prepare_record(self, record, sampling_rate, lead_names, units, name) -> np.ndarray:
         """One raw record -> float32 `(samples, feature_size)` at the model rate, canonical leads, mV, normalised."""
-        if hasattr(record, "detach"):
-            record = record.detach().cpu().numpy()
-        signal = np.asarray(record, dtype=np.float64)
-        if signal.ndim != 2:
-            raise ValueError(f"{name}: expected a 2-D (samples, leads) array, got shape {signal.shape}.")
+        signal = as_signal_array(record, name)
         if lead_names is None:
             if signal.shape[1] != self.feature_size:
                 hint = " (it looks transposed: pass (samples, leads))" if signal.shape[0] == self.feature_size else ""
-                raise ValueError(
-                    f"{name}: expected {self.feature_size} leads {self.lead_names} in columns, got shape "
-                    f"{signal.shape}{hint}; pass lead_names=... to reorder leads by name."
+                raise ECGDataError(
+                    name,
+                    f"expected {self.feature_size} leads {self.lead_names} in columns, got shape {signal.shape}{hint}; "
+                    "pass lead_names=... to reorder leads by name",
                 )
             lead_names = self.lead_names
-        signal = self._reorder_leads(signal, list(lead_names), name) * self._unit_factors(units, list(lead_names), name)
+        lead_names = list(lead_names)
+        if len(lead_names) != signal.shape[1]:
+            raise ECGDataError(name, f"{len(lead_names)} lead names for {signal.shape[1]} columns {signal.shape}")
+        columns = lead_columns(lead_names, self.lead_names, name)
+        signal = signal[:, columns] * millivolt_factors(units, len(lead_names), name)[columns]
 
         bad = ~np.isfinite(signal)
         if bad.any():
             leads = [self.lead_names[j] for j in np.flatnonzero(bad.any(0))]
-            raise ValueError(f"{name}: {int(bad.sum())} NaN/inf samples in lead(s) {leads}; fill or drop them first.")
+            raise ECGDataError(name, f"{int(bad.sum())} NaN/inf samples in lead(s) {leads}; fill or drop them first")
         if signal.shape[0] / sampling_rate * self.sampling_rate < self.min_samples:
-            raise ValueError(
-                f"{name}: {signal.shape[0]} samples at {sampling_rate:g} Hz is shorter than the model's receptive "
-                f"field of {self.min_samples} samples at {self.sampling_rate} Hz."
+            raise ECGDataError(
+                name,
+                f"{signal.shape[0]} samples at {sampling_rate:g} Hz is shorter than the model's receptive field of "
+                f"{self.min_samples} samples at {self.sampling_rate} Hz (the shortest record it can read)",
             )
         flat = signal.std(0) < self.flat_lead_threshold
         if flat.any():
             leads = [self.lead_names[j] for j in np.flatnonzero(flat)]
-            raise ValueError(
-                f"{name}: lead(s) {leads} are flat (std < {self.flat_lead_threshold} mV): a disconnected electrode "
-                "gives the model a signal it never saw in training."
+            raise ECGDataError(
+                name,
+                f"lead(s) {leads} are flat (std < {self.flat_lead_threshold} mV): a disconnected electrode gives the "
+                "model a signal it never saw in training",
             )
         signal = resample_signal(signal, sampling_rate, self.sampling_rate)
         if self.do_normalize:
             signal = (signal - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
         return signal.astype(np.float32, copy=False)
-
-    def _reorder_leads(self, signal: np.ndarray, lead_names: list[str], name: str) -> np.ndarray:
-        if len(lead_names) != signal.shape[1]:
-            raise ValueError(f"{name}: {len(lead_names)} lead names for {signal.shape[1]} columns {signal.shape}.")
-        canonical = [canonical_lead_name(lead) for lead in lead_names]
-        unknown = [lead for lead, canon in zip(lead_names, canonical) if canon is None]
-        if unknown:
-            raise ValueError(
-                f"{name}: unknown lead name(s) {unknown}; expected names among {self.lead_names} (any case). "
-                "Drop other channels before calling the feature extractor."
-            )
-        duplicated = sorted({lead for lead in canonical if canonical.count(lead) > 1})
-        if duplicated:
-            raise ValueError(f"{name}: lead(s) {duplicated} appear more than once in {lead_names}.")
-        missing = [lead for lead in self.lead_names if lead not in canonical]
-        if missing:
-            raise ValueError(f"{name}: missing lead(s) {missing}; the model needs {self.lead_names}.")
-        return signal[:, [canonical.index(lead) for lead in self.lead_names]]
-
-    def _unit_factors(self, units, lead_names: list[str], name: str) -> np.ndarray:
-        per_lead = [units] * len(lead_names) if isinstance(units, str) else list(units)
-        if len(per_lead) != len(lead_names):
-            raise ValueError(f"{name}: {len(per_lead)} units for {len(lead_names)} leads.")
-        factors = []
-        for unit in per_lead:
-            factor = UNIT_TO_MV.get(str(unit).strip().lower())
-            if factor is None:
-                raise ValueError(f"{name}: unknown unit {unit!r}; expected one of mV, uV, V.")
-            factors.append(factor)
-        by_name = dict(zip((canonical_lead_name(lead) for lead in lead_names), factors))
-        return np.asarray([by_name[lead] for lead in self.lead_names])
 
     def _crop(self, signal: np.ndarray, length: int) -> np.ndarray:
         if len(signal) <= length:
@@ -336,19 +327,34 @@ def _is_single_record(raw_ecg) -> bool:
     )
 
 
-def _split_windows(signals: list[np.ndarray], length: int, stride: int):
-    """Windows of `length` samples every `stride`; the last aligned to the end so no sample is dropped."""
-    windows, record_index = [], []
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """First samples of the windows of `window` samples every `stride` over `length` samples: the last window ends
+    with the record, so that no sample is dropped; a record no longer than a window is one (padded) window."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+def split_windows(signals: list[np.ndarray], window: int, stride: int):
+    """Each record's windows ([`window_starts`]): returns `(windows, record_index, window_start)`, one entry per
+    window."""
+    windows, record_index, starts_out = [], [], []
     for index, signal in enumerate(signals):
-        if len(signal) <= length:
-            starts = [0]
-        else:
-            starts = list(range(0, len(signal) - length + 1, stride))
-            if starts[-1] != len(signal) - length:
-                starts.append(len(signal) - length)
-        windows.extend(signal[start : start + length] for start in starts)
+        starts = window_starts(len(signal), window, stride)
+        windows.extend(signal[start : start + window] for start in starts)
         record_index.extend([index] * len(starts))
-    return windows, record_index
+        starts_out.extend(starts)
+    return windows, record_index, starts_out
 
 
-__all__ = ["ECGMambaFeatureExtractor", "STANDARD_LEADS", "canonical_lead_name", "resample_signal"]
+__all__ = [
+    "ECGMambaFeatureExtractor",
+    "STANDARD_LEADS",
+    "canonical_lead_name",
+    "resample_signal",
+    "split_windows",
+    "window_starts",
+]

@@ -20,7 +20,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .configuration_ecgmamba import ECGMambaConfig
-from .selective_scan import selective_scan
+from .selective_scan import is_tracing, selective_scan
 
 logger = logging.get_logger(__name__)
 
@@ -47,9 +47,73 @@ class ECGMambaModelOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
-def _is_tracing() -> bool:
-    """True while exporting or compiling, where data-dependent checks cannot run."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+def check_model_inputs(config, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+    """Raise a ValueError that says what was expected whenever the inputs cannot give a meaningful answer: wrong type,
+    rank or lead count, a mask of another shape, NaN/inf in the real samples, records shorter than `config.min_samples`.
+    Every classifier of this package runs it (the data-dependent checks are skipped while exporting or compiling)."""
+    num_leads = config.num_leads
+    if not isinstance(input_values, torch.Tensor) or not input_values.is_floating_point():
+        raise ValueError(
+            f"input_values must be a float tensor of shape (batch, seq_len, {num_leads}) in mV, "
+            f"got {type(input_values).__name__} {getattr(input_values, 'dtype', '')}."
+        )
+    if input_values.dim() != 3:
+        hint = " For a single record add a batch dimension: input_values[None]." if input_values.dim() == 2 else ""
+        raise ValueError(
+            f"input_values must have 3 dimensions (batch, seq_len, num_leads={num_leads}), "
+            f"got shape {tuple(input_values.shape)}.{hint}"
+        )
+    if input_values.shape[-1] != num_leads:
+        hint = ""
+        if input_values.shape[1] == num_leads:
+            hint = " It looks like (batch, leads, samples): transpose to (batch, samples, leads)."
+        raise ValueError(
+            f"input_values must have {num_leads} leads in the last dimension (batch, seq_len, {num_leads}), "
+            f"got shape {tuple(input_values.shape)}.{hint}"
+        )
+    if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_values.shape[:2]):
+        raise ValueError(
+            f"attention_mask must have shape (batch, seq_len) = {tuple(input_values.shape[:2])} to match "
+            f"input_values, got {tuple(attention_mask.shape)}."
+        )
+    if is_tracing():  # exporting or compiling: data-dependent checks cannot run
+        return
+    valid = input_values if attention_mask is None else input_values.masked_fill(~attention_mask.bool()[..., None], 0)
+    if not torch.isfinite(valid).all():
+        bad = (~torch.isfinite(valid)).flatten(1).any(-1).nonzero().flatten().tolist()
+        raise ValueError(
+            f"input_values contains NaN or inf in batch item(s) {bad}: fill or drop the bad samples "
+            "(e.g. a disconnected lead) before calling the model."
+        )
+    lengths = (
+        torch.full((input_values.shape[0],), input_values.shape[1], device=input_values.device)
+        if attention_mask is None
+        else attention_mask.bool().sum(-1)
+    )
+    min_samples = config.min_samples
+    if (lengths < min_samples).any():
+        short = (lengths < min_samples).nonzero().flatten().tolist()
+        raise ValueError(
+            f"Record(s) {short} have {lengths.min().item()} valid samples, fewer than the model's receptive "
+            f"field of {min_samples} samples ({min_samples / config.sampling_rate:.2f} s at "
+            f"{config.sampling_rate} Hz); the model expects {config.window_samples} samples."
+        )
+
+
+def pool_tokens(
+    hidden_states: torch.Tensor, token_mask: torch.Tensor | None, pooling_type: str = "mean"
+) -> torch.Tensor:
+    """Mean or max of `(batch, tokens, hidden)` over the real tokens: padding never changes the pooled vector."""
+    if pooling_type == "max":
+        if token_mask is not None:
+            hidden_states = hidden_states.masked_fill(
+                ~token_mask.bool()[..., None], torch.finfo(hidden_states.dtype).min
+            )
+        return hidden_states.max(dim=1).values
+    if token_mask is None:
+        return hidden_states.mean(dim=1)
+    weights = token_mask.to(hidden_states.dtype)[..., None]
+    return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
 def sinusoidal_position_embeddings(num_positions: int, dim: int, base: float, device, dtype) -> torch.Tensor:
@@ -66,7 +130,9 @@ class ECGMambaEncoderBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int):
         super().__init__()
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
+        self.conv = nn.Conv1d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
+        )
         self.norm = nn.BatchNorm1d(out_channels)
         self.act = nn.ReLU()
         self.stride = stride
@@ -98,17 +164,6 @@ class ECGMambaEmbeddings(nn.Module):
             # "No encoder" ablation: every sample becomes a token through a linear map of the leads.
             self.lead_projection = nn.Linear(config.num_leads, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout)
-
-    @property
-    def receptive_field(self) -> int:
-        """Samples seen by one token: the shortest record the encoder can embed."""
-        if not self.config.use_encoder:
-            return 1
-        field, jump = 1, 1
-        for kernel, stride in zip(self.config.encoder_kernel_sizes, self.config.encoder_strides):
-            field += (kernel - 1) * jump
-            jump *= stride
-        return field
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
         mask = None if attention_mask is None else attention_mask.to(input_values.dtype)
@@ -257,7 +312,9 @@ class ECGMambaBlock(GradientCheckpointingLayer):
 
     @staticmethod
     def _make_norm(config: ECGMambaConfig) -> nn.Module:
-        return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon) if config.use_layer_norm else nn.Identity()
+        return (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon) if config.use_layer_norm else nn.Identity()
+        )
 
     def forward(self, hidden_states: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
         hidden_states = self.mixer_norm(hidden_states + self.dropout(self.mixer(hidden_states, token_mask)))
@@ -284,7 +341,9 @@ class ECGMambaPreTrainedModel(PreTrainedModel):
         auto_map = dict(getattr(config, "auto_map", None) or {})
         auto_map.setdefault("AutoConfig", "configuration_ecgmamba.ECGMambaConfig")
         auto_map.setdefault("AutoModel", "modeling_ecgmamba.ECGMambaModel")
-        auto_map.setdefault("AutoModelForSequenceClassification", "modeling_ecgmamba.ECGMambaForSequenceClassification")
+        auto_map.setdefault(
+            "AutoModelForSequenceClassification", "modeling_ecgmamba.ECGMambaForSequenceClassification"
+        )
         config.auto_map = auto_map
 
     def _init_weights(self, module):
@@ -327,56 +386,6 @@ class ECGMambaPreTrainedModel(PreTrainedModel):
                     names.append(full_name)
         return names
 
-    def _check_inputs(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
-        """Raise a ValueError that says what was expected whenever the inputs cannot give a meaningful answer."""
-        num_leads = self.config.num_leads
-        if not isinstance(input_values, torch.Tensor) or not input_values.is_floating_point():
-            raise ValueError(
-                f"input_values must be a float tensor of shape (batch, seq_len, {num_leads}) in mV, "
-                f"got {type(input_values).__name__} {getattr(input_values, 'dtype', '')}."
-            )
-        if input_values.dim() != 3:
-            hint = " For a single record add a batch dimension: input_values[None]." if input_values.dim() == 2 else ""
-            raise ValueError(
-                f"input_values must have 3 dimensions (batch, seq_len, num_leads={num_leads}), "
-                f"got shape {tuple(input_values.shape)}.{hint}"
-            )
-        if input_values.shape[-1] != num_leads:
-            hint = ""
-            if input_values.shape[1] == num_leads:
-                hint = " It looks like (batch, leads, samples): transpose to (batch, samples, leads)."
-            raise ValueError(
-                f"input_values must have {num_leads} leads in the last dimension (batch, seq_len, {num_leads}), "
-                f"got shape {tuple(input_values.shape)}.{hint}"
-            )
-        if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_values.shape[:2]):
-            raise ValueError(
-                f"attention_mask must have shape (batch, seq_len) = {tuple(input_values.shape[:2])} to match "
-                f"input_values, got {tuple(attention_mask.shape)}."
-            )
-        if _is_tracing():
-            return
-        valid = input_values if attention_mask is None else input_values.masked_fill(~attention_mask.bool()[..., None], 0)
-        if not torch.isfinite(valid).all():
-            bad = (~torch.isfinite(valid)).flatten(1).any(-1).nonzero().flatten().tolist()
-            raise ValueError(
-                f"input_values contains NaN or inf in batch item(s) {bad}: fill or drop the bad samples "
-                "(e.g. a disconnected lead) before calling the model."
-            )
-        lengths = (
-            torch.full((input_values.shape[0],), input_values.shape[1], device=input_values.device)
-            if attention_mask is None
-            else attention_mask.bool().sum(-1)
-        )
-        receptive_field = self.embeddings_module.receptive_field
-        if (lengths < receptive_field).any():
-            short = (lengths < receptive_field).nonzero().flatten().tolist()
-            raise ValueError(
-                f"Record(s) {short} have {lengths.min().item()} valid samples, fewer than the encoder's receptive "
-                f"field of {receptive_field} samples ({receptive_field / self.config.sampling_rate:.2f} s at "
-                f"{self.config.sampling_rate} Hz); the model expects {self.config.window_samples} samples."
-            )
-
 
 class ECGMambaModel(ECGMambaPreTrainedModel):
     """The bare ECGMamba backbone: tokens after the last block and their pooled summary."""
@@ -388,20 +397,8 @@ class ECGMambaModel(ECGMambaPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    @property
-    def embeddings_module(self) -> ECGMambaEmbeddings:
-        return self.embeddings
-
     def pool(self, hidden_states: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
-        """Mean or max over the real tokens: padding never changes the pooled vector."""
-        if self.config.pooling_type == "max":
-            if token_mask is not None:
-                hidden_states = hidden_states.masked_fill(~token_mask.bool()[..., None], torch.finfo(hidden_states.dtype).min)
-            return hidden_states.max(dim=1).values
-        if token_mask is None:
-            return hidden_states.mean(dim=1)
-        weights = token_mask.to(hidden_states.dtype)[..., None]
-        return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return pool_tokens(hidden_states, token_mask, self.config.pooling_type)
 
     @can_return_tuple
     def forward(
@@ -422,7 +419,7 @@ class ECGMambaModel(ECGMambaPreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        self._check_inputs(input_values, attention_mask)
+        check_model_inputs(self.config, input_values, attention_mask)
         hidden_states, token_mask = self.embeddings(input_values, attention_mask)
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for layer in self.layers:
@@ -449,10 +446,6 @@ class ECGMambaForSequenceClassification(ECGMambaPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    @property
-    def embeddings_module(self) -> ECGMambaEmbeddings:
-        return self.ecgmamba.embeddings
-
     @can_return_tuple
     def forward(
         self,
@@ -475,43 +468,52 @@ class ECGMambaForSequenceClassification(ECGMambaPreTrainedModel):
         """
         outputs = self.ecgmamba(input_values, attention_mask=attention_mask, output_hidden_states=output_hidden_states)
         logits = self.classifier(self.head_dropout(outputs.pooler_output))
-        loss = None if labels is None else self.compute_loss(logits, labels)
+        loss = None if labels is None else sequence_classification_loss(self.config, logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
-    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        problem_type = self.config.problem_type
-        if problem_type is None:  # transformers' convention when none is set
-            if self.num_labels == 1:
-                problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int):
-                problem_type = "single_label_classification"
-            else:
-                problem_type = "multi_label_classification"
-        labels = labels.to(logits.device)
-        if problem_type == "multi_label_classification":
-            if tuple(labels.shape) != tuple(logits.shape):
-                raise ValueError(
-                    f"Multi-label classification needs multi-hot labels of shape (batch, num_labels) = "
-                    f"{tuple(logits.shape)}, got {tuple(labels.shape)}."
-                )
-            return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-        if problem_type == "single_label_classification":
-            if labels.dim() != 1 or labels.shape[0] != logits.shape[0] or labels.is_floating_point():
-                raise ValueError(
-                    f"Single-label classification needs integer class indices of shape (batch,) = "
-                    f"({logits.shape[0]},), got {labels.dtype} of shape {tuple(labels.shape)}."
-                )
-            return nn.functional.cross_entropy(logits, labels)
-        if problem_type == "regression":
-            predictions = logits.squeeze(-1) if self.num_labels == 1 else logits
-            labels = labels.squeeze(-1) if self.num_labels == 1 else labels
-            if tuple(labels.shape) != tuple(predictions.shape):
-                raise ValueError(f"Regression targets must have shape {tuple(predictions.shape)}, got {tuple(labels.shape)}.")
-            return nn.functional.mse_loss(predictions, labels.to(predictions.dtype))
-        raise ValueError(f"Unknown problem_type {problem_type!r}.")
+
+def sequence_classification_loss(config, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The loss of every ECG classifier of this package, by `config.problem_type`: BCE on multi-hot labels, cross-entropy
+    on class indices, or MSE; a ValueError that says what was expected when the labels do not fit."""
+    problem_type = config.problem_type
+    num_labels = config.num_labels
+    if problem_type is None:  # transformers' convention when none is set
+        if num_labels == 1:
+            problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            problem_type = "single_label_classification"
+        else:
+            problem_type = "multi_label_classification"
+    labels = labels.to(logits.device)
+    if problem_type == "multi_label_classification":
+        if tuple(labels.shape) != tuple(logits.shape):
+            raise ValueError(
+                f"Multi-label classification needs multi-hot labels of shape (batch, num_labels) = "
+                f"{tuple(logits.shape)}, got {tuple(labels.shape)}."
+            )
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+    if problem_type == "single_label_classification":
+        if labels.dim() != 1 or labels.shape[0] != logits.shape[0] or labels.is_floating_point():
+            raise ValueError(
+                f"Single-label classification needs integer class indices of shape (batch,) = "
+                f"({logits.shape[0]},), got {labels.dtype} of shape {tuple(labels.shape)}."
+            )
+        return nn.functional.cross_entropy(logits, labels)
+    if problem_type == "regression":
+        predictions = logits.squeeze(-1) if num_labels == 1 else logits
+        labels = labels.squeeze(-1) if num_labels == 1 else labels
+        if tuple(labels.shape) != tuple(predictions.shape):
+            raise ValueError(
+                f"Regression targets must have shape {tuple(predictions.shape)}, got {tuple(labels.shape)}."
+            )
+        return nn.functional.mse_loss(predictions, labels.to(predictions.dtype))
+    raise ValueError(f"Unknown problem_type {problem_type!r}.")
 
 
 __all__ = [
+    "check_model_inputs",
+    "pool_tokens",
+    "sequence_classification_loss",
     "ECGMambaModelOutput",
     "ECGMambaPreTrainedModel",
     "ECGMambaModel",

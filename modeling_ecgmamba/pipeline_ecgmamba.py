@@ -12,14 +12,15 @@
     "custom_pipelines": {"ecg-classification": {"impl": "pipeline_ecgmamba.ECGClassificationPipeline",
                                                 "pt": ["AutoModelForSequenceClassification"], "type": "audio"}}
 
-and imports `pipeline_ecgmamba.py` (plus `predict.py`, which it imports, and that file's own relative imports) from
-the checkpoint folder. [`add_pipeline_to_checkpoint`] writes both after `save_pretrained`. Importing this module also
+and imports `pipeline_ecgmamba.py` (plus the reader and inference files it imports) from the checkpoint folder.
+[`add_pipeline_to_checkpoint`] writes them after `save_pretrained`. Importing this module also
 registers the task with `PIPELINE_REGISTRY`, so `pipeline("ecg-classification", model=...)` works in a process that
 imported it, and `ECGClassificationPipeline(model=..., feature_extractor=...).save_pretrained(folder)` writes a
 complete checkpoint the same way.
 
 Long records are split into the model's windows (a "chunk" each, batched with `batch_size`), short ones padded and
-masked; window probabilities are averaged per record (`aggregation="max"` takes the largest).
+masked; window logits become the record's probabilities and decisions in `inference_ecgmamba.record_scores`, as in
+training's evaluation and `ECGPredictor` (aggregation and thresholds from the checkpoint's config unless given).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from transformers import AutoModelForSequenceClassification
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
-from .predict import AGGREGATIONS, DEFAULT_THRESHOLD, ECGRecord, read_record, record_windows
+from .configuration_ecgmamba import WINDOW_AGGREGATIONS
+from .ecg_records import ECGRecord, read_record
+from .inference_ecgmamba import record_scores, record_windows
 
 TASK = "ecg-classification"
 PIPELINE_FILE = "pipeline_ecgmamba.py"
@@ -44,8 +47,9 @@ class ECGClassificationPipeline(ChunkPipeline):
     """Multi-label ECG classification of one record or a list of records (see the module docstring).
 
     Call arguments (all optional): `sampling_rate`, `lead_names`, `units` (for arrays, `.csv` without a time column
-    and `.npy`), `window_stride_seconds`, `aggregation` (`"mean"` or `"max"`), `threshold` (one float or one per
-    class; default `config.thresholds`, else 0.5) and `top_k` (how many classes to return, default all).
+    and `.npy`), `window_stride_seconds` (default the extractor's), `aggregation` (`"mean"` or `"max"`; default
+    `config.window_aggregation`), `threshold` (one float, one per class or a dict by class name; default
+    `config.thresholds`, else 0.5) and `top_k` (how many classes to return, default all).
     """
 
     _load_processor = False
@@ -76,8 +80,8 @@ class ECGClassificationPipeline(ChunkPipeline):
         }
         postprocess = {}
         if aggregation is not None:
-            if aggregation not in AGGREGATIONS:
-                raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+            if aggregation not in WINDOW_AGGREGATIONS:
+                raise ValueError(f"aggregation must be one of {WINDOW_AGGREGATIONS}, got {aggregation!r}")
             postprocess["aggregation"] = aggregation
         if threshold is not None:
             postprocess["threshold"] = threshold
@@ -87,7 +91,7 @@ class ECGClassificationPipeline(ChunkPipeline):
 
     def preprocess(self, inputs, sampling_rate=None, lead_names=None, units="mV", window_stride_seconds=None):
         record = self._to_record(inputs, sampling_rate, lead_names, units)
-        input_values, attention_mask, _ = record_windows(self.feature_extractor, record, window_stride_seconds)
+        input_values, attention_mask, _, _ = record_windows(self.feature_extractor, record, window_stride_seconds)
         for i in range(len(input_values)):
             yield {
                 "input_values": input_values[i : i + 1],
@@ -98,8 +102,8 @@ class ECGClassificationPipeline(ChunkPipeline):
     def _to_record(self, inputs, sampling_rate, lead_names, units) -> ECGRecord:
         if isinstance(inputs, (str, os.PathLike)):
             return read_record(inputs, sampling_rate, lead_names, units)
-        if all(hasattr(inputs, key) for key in ("signal", "sampling_rate", "lead_names", "units")):
-            return inputs  # an ECGRecord
+        if isinstance(inputs, ECGRecord):
+            return inputs
         if isinstance(inputs, dict):
             signal = inputs.get("signal", inputs.get("raw"))
             if signal is None:
@@ -125,21 +129,13 @@ class ECGClassificationPipeline(ChunkPipeline):
     def postprocess(self, model_outputs, aggregation=None, threshold=None, top_k=None):
         config = self.model.config
         logits = np.concatenate([output["logits"].float().cpu().numpy() for output in model_outputs])
-        if getattr(config, "problem_type", None) == "single_label_classification":
-            exp = np.exp(logits - logits.max(-1, keepdims=True))
-            probabilities = exp / exp.sum(-1, keepdims=True)
-        else:
-            probabilities = 1.0 / (1.0 + np.exp(-logits))
-        aggregation = aggregation or getattr(config, "window_aggregation", None) or "mean"
-        scores = probabilities.max(0) if aggregation == "max" else probabilities.mean(0)
-        labels = [str(config.id2label[i]) for i in range(len(scores))]
-        source = threshold if threshold is not None else getattr(config, "thresholds", None)
-        thresholds = np.broadcast_to(
-            np.asarray(DEFAULT_THRESHOLD if source is None else source, dtype=np.float64), scores.shape
-        )
+        scores = record_scores(logits, config, aggregation=aggregation, thresholds=threshold)
+        labels = [str(config.id2label[i]) for i in range(logits.shape[1])]
         results = [
-            {"label": label, "score": float(score), "threshold": float(limit), "predicted": bool(score >= limit)}
-            for label, score, limit in zip(labels, scores, thresholds)
+            {"label": label, "score": float(score), "threshold": float(limit), "predicted": bool(decided)}
+            for label, score, limit, decided in zip(
+                labels, scores.probabilities[0], scores.thresholds, scores.decisions[0]
+            )
         ]
         results.sort(key=lambda item: -item["score"])
         return results[:top_k] if top_k else results
@@ -160,7 +156,7 @@ def add_pipeline_to_checkpoint(checkpoint_dir, config=None) -> list[Path]:
     """Make a saved ECGMamba checkpoint loadable with `pipeline("ecg-classification", model=dir, trust_remote_code=True)`.
 
     Call it after `model.save_pretrained(dir)` and `extractor.save_pretrained(dir)`. It copies this file and the
-    package files it imports (`predict.py`, `feature_extraction_ecgmamba.py`, ...) into the folder and adds
+    package files it imports (`inference_ecgmamba.py`, `ecg_records.py`, ...) into the folder and adds
     `custom_pipelines` to its `config.json` (if there is one yet). Pass the model's `config` too to set
     `config.custom_pipelines` in memory, so that every later `save_pretrained` of that model keeps the entry.
     Idempotent. Returns the files written.

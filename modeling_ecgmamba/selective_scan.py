@@ -16,7 +16,9 @@ Backends (``selective_scan(..., backend=...)``; ``None``/``"auto"`` chooses, see
 
 - ``"reference"``: plain loop over time (:func:`selective_scan_ref`), the test oracle; slow.
 - ``"cpu_kernel"``: numba-compiled forward and hand-written backward; the default on CPU.
-- ``"torch"``: chunked pure-PyTorch scan (:func:`selective_scan_torch`); the fallback, and what ONNX export traces.
+- ``"torch"``: chunked pure-PyTorch scan (:func:`selective_scan_torch`); the fallback.
+- ``"parallel"``: the same recurrence with no Python loop over time (:func:`selective_scan_parallel`), so that a
+  traced graph does not depend on the length; what ``torch.export``/ONNX export trace, chosen automatically there.
 - ``"cuda"``: ``mamba_ssm``'s fused CUDA kernel, for CUDA tensors when ``mamba_ssm`` imports.
 
 The environment variable ``ECGMAMBA_SCAN_BACKEND`` overrides the automatic choice when ``backend`` is ``None``.
@@ -38,12 +40,15 @@ __all__ = [
     "BACKENDS",
     "available_backends",
     "resolve_backend",
+    "is_exporting",
+    "is_tracing",
     "selective_scan",
+    "selective_scan_parallel",
     "selective_scan_ref",
     "selective_scan_torch",
 ]
 
-BACKENDS = ("reference", "cpu_kernel", "torch", "cuda")
+BACKENDS = ("reference", "cpu_kernel", "torch", "parallel", "cuda")
 ENV_VAR = "ECGMAMBA_SCAN_BACKEND"
 
 # Steps per chunk of the pure-PyTorch scan, and the floor of each step's log-decay dt * A there: inside a chunk
@@ -53,6 +58,10 @@ ENV_VAR = "ECGMAMBA_SCAN_BACKEND"
 _TORCH_CHUNK = 4
 _TORCH_CHUNK_SEGMENT = 32  # steps per autograd checkpoint of the PyTorch scan (a multiple of _TORCH_CHUNK)
 _LOG_DECAY_MIN = -16.0
+# Steps per chunk of the loop-free scan: with log-decays clamped at -20 per step and exponents taken around the
+# chunk's mid-point, they stay within +-80 (float32-safe).
+_PARALLEL_CHUNK = 8
+_PARALLEL_LOG_DECAY_MIN = -20.0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -150,23 +159,6 @@ def _torch_scan_chunk(h0, dt_c, u_c, B_c, C_c, A):
     return y, h[..., -1].contiguous()  # a copy: a view would keep the whole (B D N T) chunk alive
 
 
-def _is_tracing() -> bool:
-    """True while exporting (ONNX, torch.export), JIT-tracing or compiling: only traceable ops may run."""
-    checks = (
-        lambda: torch.onnx.is_in_onnx_export(),
-        lambda: torch.jit.is_tracing(),
-        lambda: torch.compiler.is_compiling(),
-        lambda: torch.compiler.is_exporting(),
-    )
-    for check in checks:
-        try:
-            if check():
-                return True
-        except Exception:  # an API missing from this torch version
-            pass
-    return False
-
-
 def _torch_scan_segment(h, dt, u, B, C, A):
     """Chunks of _TORCH_CHUNK steps one after the other over a segment: returns (y (B D T), final state)."""
     ys = []
@@ -189,7 +181,7 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     dtype_in = u.dtype
     u, delta, A, B, C = _discretisation_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
     batch, dim, length = u.shape
-    checkpoint = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C)) and not _is_tracing()
+    checkpoint = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C)) and not is_tracing()
     h = u.new_zeros((batch, dim, A.shape[1]))
     ys = []
     for start in range(0, length, _TORCH_CHUNK_SEGMENT):
@@ -201,6 +193,69 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
             y_s, h = _torch_scan_segment(*args)
         ys.append(y_s)
     y = torch.cat(ys, dim=2) if len(ys) > 1 else ys[0]
+    return _skip_and_gate(y, u, D, z).to(dtype_in)
+
+
+def _call_quietly(check) -> bool:
+    try:
+        return bool(check())
+    except Exception:  # an API missing from this torch version
+        return False
+
+
+def is_exporting() -> bool:
+    """True while ``torch.export`` or the ONNX exporter traces the model: the graph must not depend on the length."""
+    return _call_quietly(torch.compiler.is_exporting) or _call_quietly(torch.onnx.is_in_onnx_export)
+
+
+def is_tracing() -> bool:
+    """True while exporting, JIT-tracing or compiling: only traceable ops may run (no data-dependent checks)."""
+    return is_exporting() or _call_quietly(torch.jit.is_tracing) or _call_quietly(torch.compiler.is_compiling)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loop-free scan (export)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def selective_scan_parallel(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, chunk_size=_PARALLEL_CHUNK
+):
+    """Selective scan without a Python loop over time or chunks: exportable with a dynamic length.
+
+    Same semantics and shapes as :func:`selective_scan_ref`. Two levels: inside chunks of ``chunk_size`` steps,
+    states from a zero start by cumulative sums around the chunk's mid-point; across chunks, the state entering
+    chunk c is ``sum_{c' < c} exp(G_{c-1} - G_{c'}) h_{c'}`` (G: cumulative log-decay at chunk ends), a masked
+    matrix product whose exponents are all <= 0. No cumprod (ONNX lacks it). Memory grows as
+    ``(L / chunk)^2 * D * N`` per record: fine for 10-30 s windows, not for long records in eager mode.
+    """
+    dtype_in = u.dtype
+    u, delta, A, B, C = _discretisation_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
+    batch, dim, length = u.shape
+    nstate, size = A.shape[1], int(chunk_size)
+    chunks = (length + size - 1) // size
+    pad = chunks * size - length  # padded steps: dt = 0 (no decay) and no input, so the state passes through
+
+    def split(x, channels):  # (B X L) -> (B X chunks T)
+        return F.pad(x, (0, pad)).reshape(batch, channels, chunks, size)
+
+    dt, x = split(delta, dim), split(u, dim)
+    b_in = split(B, nstate).permute(0, 2, 3, 1).unsqueeze(1)  # (B 1 chunks T N)
+    c_out = split(C, nstate).permute(0, 2, 3, 1).unsqueeze(1)
+    log_decay = (dt.unsqueeze(-1) * A[:, None, None, :]).clamp(min=_PARALLEL_LOG_DECAY_MIN)  # (B D chunks T N)
+    s = torch.cumsum(log_decay, dim=3)
+    mid = 0.5 * s[:, :, :, -1:, :]
+    inflow = (dt * x).unsqueeze(-1) * b_in
+    local = torch.exp(s - mid) * torch.cumsum(torch.exp(mid - s) * inflow, dim=3)  # states from a zero start
+    ends = torch.cumsum(s[:, :, :, -1, :], dim=2).transpose(2, 3)  # (B D N chunks): G_c
+    gaps = ends.unsqueeze(-1) - ends.unsqueeze(-2)  # [c, c'] = G_c - G_c'
+    index = torch.arange(chunks, device=u.device)
+    causal = index[:, None] >= index[None, :]
+    decay = torch.exp(torch.where(causal, gaps, torch.full_like(gaps, float("-inf"))))
+    carried = (decay @ local[:, :, :, -1, :].transpose(2, 3).unsqueeze(-1)).squeeze(-1)  # state at chunk ends
+    entering = F.pad(carried, (1, 0))[..., :-1].transpose(2, 3)  # (B D chunks N): state entering each chunk
+    h = local + torch.exp(s) * entering.unsqueeze(3)
+    y = (h * c_out).sum(-1).reshape(batch, dim, chunks * size)[:, :, :length]
     return _skip_and_gate(y, u, D, z).to(dtype_in)
 
 
@@ -373,10 +428,13 @@ def _kernel_backward(inputs, flags, dout, groups, grads):
 def _build_cpu_kernels():
     """Import numba and JIT-wrap the kernels (compiled on their first call, cached to disk next to this file,
     or in numba's user-wide cache dir if this file's folder is read-only, or not at all if neither is writable)."""
-    import numba
-    from llvmlite import ir
-    from numba import types
-    from numba.extending import intrinsic
+    try:  # optional: in a try block, so that transformers does not require numba to load a checkpoint's code
+        import numba
+        from llvmlite import ir
+        from numba import types
+        from numba.extending import intrinsic
+    except ImportError:
+        raise
 
     def jit(fn, **options):
         options = {"cache": True, "fastmath": False, **options}
@@ -586,6 +644,7 @@ _IMPLS = {
     "reference": selective_scan_ref,
     "cpu_kernel": selective_scan_cpu_kernel,
     "torch": selective_scan_torch,
+    "parallel": selective_scan_parallel,
     "cuda": selective_scan_cuda,
 }
 
@@ -595,7 +654,7 @@ def available_backends() -> list[str]:
 
     Importing numba happens here (not the compilation, which happens on the first call of the kernel).
     """
-    names = ["reference", "torch"]
+    names = ["reference", "torch", "parallel"]
     if _load_cpu_kernels() is not None:
         names.insert(1, "cpu_kernel")
     if torch.cuda.is_available() and _load_cuda_kernel() is not None:
@@ -614,18 +673,20 @@ def _check_backend_name(name: str, source: str = "backend") -> str:
 def resolve_backend(u: torch.Tensor, backend: str | None = None) -> str:
     """Name of the backend :func:`selective_scan` runs for inputs like ``u`` and this ``backend`` argument.
 
-    ``backend=None`` reads ``ECGMAMBA_SCAN_BACKEND`` (unset or ``"auto"``: choose). Automatic choice: CUDA
-    tensors run ``"cuda"`` if mamba_ssm imports, else ``"torch"`` (one logged warning); CPU tensors run
-    ``"cpu_kernel"`` if numba imports, else ``"torch"`` (one logged warning); while anything is being
-    traced, exported or compiled (``torch.onnx.is_in_onnx_export()``, ``torch.jit.is_tracing()``,
-    ``torch.compiler.is_compiling()``/``is_exporting()``), and for float64 CUDA tensors or other devices,
-    ``"torch"``. An explicit backend that cannot run raises (ValueError for an unknown name, RuntimeError for an
-    unavailable one).
+    ``backend=None`` reads ``ECGMAMBA_SCAN_BACKEND`` (unset or ``"auto"``: choose). While ``torch.export`` or the
+    ONNX exporter traces the model, every backend runs as ``"parallel"`` (the only form whose graph holds for any
+    length; the kernels cannot be exported). Otherwise the automatic choice: CUDA tensors run ``"cuda"`` if
+    mamba_ssm imports, else ``"torch"`` (one logged warning); CPU tensors run ``"cpu_kernel"`` if numba imports,
+    else ``"torch"`` (one logged warning); while JIT-tracing or compiling, and for float64 CUDA tensors or other
+    devices, ``"torch"``. An explicit backend that cannot run raises (ValueError for an unknown name,
+    RuntimeError for an unavailable one).
     """
     if backend is None:
         key = _check_backend_name(os.environ.get(ENV_VAR) or "auto", f"the environment variable {ENV_VAR}")
     else:
         key = _check_backend_name(backend)
+    if is_exporting():
+        return "parallel"
     if key != "auto":
         if key == "cpu_kernel":
             if _load_cpu_kernels() is None:
@@ -639,7 +700,7 @@ def resolve_backend(u: torch.Tensor, backend: str | None = None) -> str:
                 raise RuntimeError(f"backend 'cuda' is unavailable (mamba_ssm does not import): {_cuda_error!r}")
         return key
     if u.is_cuda:
-        if _is_tracing() or u.dtype == torch.float64:  # mamba_ssm's kernel takes fp32/fp16/bf16
+        if is_tracing() or u.dtype == torch.float64:  # mamba_ssm's kernel takes fp32/fp16/bf16
             return "torch"
         if _load_cuda_kernel() is not None:
             return "cuda"
@@ -649,7 +710,7 @@ def resolve_backend(u: torch.Tensor, backend: str | None = None) -> str:
             _cuda_error,
         )
         return "torch"
-    if u.device.type != "cpu" or _is_tracing():
+    if u.device.type != "cpu" or is_tracing():
         return "torch"
     return "cpu_kernel" if _load_cpu_kernels() is not None else "torch"
 
@@ -669,7 +730,7 @@ def selective_scan(
         delta_bias: (dim,) added to ``delta`` before the softplus, or None.
         delta_softplus: apply softplus to ``delta + delta_bias``.
         backend: None (``ECGMAMBA_SCAN_BACKEND`` or automatic), ``"auto"``, or one of
-            ``"reference"``, ``"cpu_kernel"``, ``"torch"``, ``"cuda"``; see :func:`resolve_backend`.
+            ``"reference"``, ``"cpu_kernel"``, ``"torch"``, ``"parallel"``, ``"cuda"``; see :func:`resolve_backend`.
 
     Returns:
         (batch, dim, L) tensor in ``u``'s dtype, computed in float32 (half-precision inputs are upcast; float64

@@ -1,5 +1,6 @@
 """Shared pytest fixtures: where the real data lives, and offline Hub settings."""
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -30,3 +31,13 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def ptbxl_dir(data_dir) -> Path:
     return data_dir / "ptb-xl"
+
+
+def import_metric_module():
+    """The `ecg_multilabel` metric's Python module itself: its functions, without `evaluate`'s wrapper."""
+    from ecgmamba_training.evaluation import METRIC_PATH
+
+    spec = importlib.util.spec_from_file_location("ecg_multilabel", METRIC_PATH / "ecg_multilabel.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,13 +2,12 @@
 (tiny models, one epoch) that trains through train_hf.py, resumes from its stored runs and writes the tables."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import accuracy  # noqa: E402
+from benchmarks import accuracy
+
+pytestmark = pytest.mark.slow  # a benchmark's smoke run: deselect with -m 'not slow'
 
 
 def run(model="ecgmamba", lr=1e-3, seed=0, validation=0.7, test=0.8, ci=(0.7, 0.9), runtime=10.0):

@@ -1,11 +1,12 @@
 """benchmarks/scan.py end to end at toy sizes: every backend against the reference, and the training-step table."""
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import scan as scan_benchmark  # noqa: E402
+import pytest
+
+from benchmarks import scan as scan_benchmark
+
+pytestmark = pytest.mark.slow  # a benchmark's smoke run: deselect with -m 'not slow'
 
 
 def test_scan_benchmark_runs_every_path_and_the_training_step(tmp_path, capsys):

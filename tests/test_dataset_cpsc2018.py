@@ -256,21 +256,19 @@ def test_nan_and_damaged_original_records(tmp_path):
     signal = np.zeros((3000, 12))
     signal[100, 2] = np.nan
     write_original(root / "TrainingSet1", "S0004", signal)
-    expect_error(root, tmp_path, r"S0004\.mat: NaN or infinite samples")
+    expect_error(root, tmp_path, r"S0004\.mat: 1 missing \(NaN/inf\) samples in lead\(s\) \['III'\] at 0\.20-0\.20 s")
     write_original(root / "TrainingSet1", "S0004", np.zeros((3000, 8)))
     expect_error(root, tmp_path, r"S0004\.mat: ECG\.data has shape \(8, 3000\)")
     (root / "TrainingSet1/S0004.mat").write_bytes(b"not a mat file")
-    expect_error(root, tmp_path, r"S0004\.mat: not a CPSC2018 MATLAB struct")
+    expect_error(root, tmp_path, r"S0004\.mat: not a readable MATLAB file")
 
 
 def test_wfdb_nan_samples_and_duplicates(tmp_path):
     root = make_cpsc(tmp_path / "d", "wfdb", synthetic_labels())
-    mat = root / "WFDB/S0001.mat"
-    data = bytearray(mat.read_bytes())
-    at = 24 + 2 * (12 * 5 + LEADS.index("V1"))  # sample 5 of lead V1, after the 24-byte MATLAB v4 header
-    data[at : at + 2] = np.int16(-32768).tobytes()
-    mat.write_bytes(bytes(data))
-    expect_error(root, tmp_path, r"S0001\.mat: missing \(NaN\) samples in lead\(s\) V1")
+    signal = np.round(np.random.default_rng(1).normal(0, 0.3, (3000, 12)), 3)
+    signal[5, LEADS.index("V1")] = -32.768  # WFDB's invalid-sample code (-32768 at 1000/mV), checksum included
+    write_cinc(root / "WFDB", "S0001", signal, "426783006")
+    expect_error(root, tmp_path, r"S0001\.hea: 1 missing \(NaN/inf\) samples in lead\(s\) \['V1'\] at 0\.01-0\.01 s")
     root = make_cpsc(tmp_path / "dup", "wfdb", synthetic_labels())
     write_original(root / "TrainingSet1", "S0007", np.zeros((3000, 12)))
     expect_error(root, tmp_path, r"record S0007 also at")

@@ -8,13 +8,14 @@ import pytest
 import torch
 from test_predict import make_checkpoint
 
-from modeling_ecgmamba.explain import (
+from ecgmamba_apps.explain import (
     attribute,
     explain_record,
     explanation_summary,
     plot_explanation,
 )
-from modeling_ecgmamba.predict import ECGPredictor, RecordPrediction, explanation_paths, main, read_record
+from ecgmamba_apps.predict import explanation_paths, main
+from modeling_ecgmamba import ECGPredictor, RecordPrediction, read_record
 
 MI_RECORD = "00139"  # PTB-XL: IMI 100, "inferior infarkt" (Q waves in II, III, aVF)
 
@@ -35,7 +36,7 @@ def mi_record(ptbxl_dir):
 
 
 def test_attribution_has_the_inputs_shape_and_adds_up(predictor, mi_record):
-    values, mask, _ = predictor.prepare(read_record(mi_record))
+    values, mask, _, _ = predictor.prepare(read_record(mi_record))
     attribution = attribute(predictor.model, values, mask, target=2, steps=16)
     assert attribution.shape == values.shape and torch.isfinite(attribution).all()
     assert attribution.abs().sum() > 0
@@ -53,7 +54,7 @@ def test_attribution_has_the_inputs_shape_and_adds_up(predictor, mi_record):
 def test_padded_samples_get_no_attribution(predictor, mi_record):
     record = read_record(mi_record)
     record.signal = record.signal[:2000]  # 4 s, padded to the 10 s window
-    values, mask, notes = predictor.prepare(record)
+    values, mask, _, notes = predictor.prepare(record)
     assert int(mask.sum()) == 400 and any("padded" in note for note in notes)
     attribution = attribute(predictor.model, values, mask, target=0, steps=8)
     assert attribution.shape == values.shape and torch.isfinite(attribution).all()

@@ -135,7 +135,7 @@ def test_extractor_from_model_config_matches_the_model():
     [
         (lambda fe, r: fe(r), r"sampling_rate is required.*fields\['fs'\].*100 Hz"),
         (lambda fe, r: fe(r, sampling_rate=100, lead_names=["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "vx"]),
-         r"record 0: unknown lead name\(s\) \['vx'\]"),
+         r"record 0: missing lead\(s\) \['V6'\].*\(channels that are no ECG lead: \['vx'\]\)"),
         (lambda fe, r: fe(r[:, :8], sampling_rate=100, lead_names=["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]),
          r"missing lead\(s\) \['III', 'aVR', 'aVL', 'aVF'\]"),
         (lambda fe, r: fe(r, sampling_rate=100, lead_names=["I"] * 12), r"appear more than once"),

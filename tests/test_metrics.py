@@ -1,22 +1,18 @@
 """Tests of the `ecg_multilabel` metric module (metrics/ecg_multilabel), loaded offline through `evaluate`."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import import_metric_module
 from sklearn.metrics import f1_score, roc_auc_score
 
-METRIC_DIR = Path(__file__).resolve().parents[1] / "metrics" / "ecg_multilabel"
-sys.path.insert(0, str(METRIC_DIR))
-import ecg_multilabel  # noqa: E402  (the module's functions, without evaluate's wrapper)
+from ecgmamba_training.evaluation import load_metric
+
+ecg_multilabel = import_metric_module()
 
 
 @pytest.fixture(scope="module")
 def metric():
-    import evaluate
-
-    return evaluate.load(str(METRIC_DIR), keep_in_memory=True)
+    return load_metric()
 
 
 def synthetic(records=200, classes=4, seed=0, rate=0.3):

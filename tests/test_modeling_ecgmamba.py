@@ -281,7 +281,7 @@ def test_scan_backends_give_the_same_logits():
         (lambda: torch.randn(400, 12), r"3 dimensions .*input_values\[None\]"),
         (lambda: torch.randn(1, 2, 400, 12), r"3 dimensions"),
         (lambda: torch.randint(0, 5, (2, 400, 12)), r"float tensor"),
-        (lambda: torch.randn(2, 20, 12), r"fewer than the encoder.s receptive field of 63 samples"),
+        (lambda: torch.randn(2, 20, 12), r"fewer than the model.s receptive field of 63 samples"),
     ],
     ids=["leads", "transposed", "rank-2", "rank-4", "integer", "too-short"],
 )

@@ -1,4 +1,4 @@
-"""Tests of the record readers, the predict API and CLI, and the `ecg-classification` pipeline (CPU, real records)."""
+"""Tests of the record reader, the predictor and the CLI, and the `ecg-classification` pipeline (CPU, real records)."""
 
 import json
 import os
@@ -11,19 +11,33 @@ import numpy as np
 import pytest
 import torch
 
+from ecgmamba_apps.predict import main
 from modeling_ecgmamba import (
     STANDARD_LEADS,
+    ECGDataError,
     ECGMambaConfig,
     ECGMambaFeatureExtractor,
     ECGMambaForSequenceClassification,
+    ECGPredictor,
+    ECGRecord,
+    read_record,
 )
 from modeling_ecgmamba.pipeline_ecgmamba import TASK, add_pipeline_to_checkpoint
-from modeling_ecgmamba.predict import ECGPredictor, ECGRecord, RecordError, main, read_record
 
 wfdb = pytest.importorskip("wfdb")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 THRESHOLDS = [0.4, 0.5, 0.6, 0.5, 0.3]
+# Exactly the .py files an ECGMamba checkpoint ships with its pipeline: the library, no application.
+CHECKPOINT_FILES = {
+    "configuration_ecgmamba.py",
+    "modeling_ecgmamba.py",
+    "selective_scan.py",
+    "feature_extraction_ecgmamba.py",
+    "ecg_records.py",
+    "inference_ecgmamba.py",
+    "pipeline_ecgmamba.py",
+}
 
 
 def make_checkpoint(folder, ptbxl_dir, thresholds=THRESHOLDS, **overrides) -> Path:
@@ -173,7 +187,7 @@ def test_predict_signal_api(predictor, records):
     record = read_record(records["wfdb500"])
     result = predictor.predict_signal(record.signal, 500, record.lead_names, name="mine")
     np.testing.assert_allclose(probabilities(result), probabilities(predictor.predict([records["wfdb500"]])[0]))
-    with pytest.raises(RecordError, match=r"mine: .*missing lead\(s\) \['V5', 'V6'\]"):
+    with pytest.raises(ECGDataError, match=r"mine: .*missing lead\(s\) \['V5', 'V6'\]"):
         predictor.predict_signal(record.signal[:, :10], 500, record.lead_names[:10], name="mine")
 
 
@@ -255,9 +269,9 @@ def bad_records(tmp_path_factory, records) -> dict:
 
 
 BAD_MESSAGES = {
-    "missing_dat": r"signal file missing_dat\.dat named in missing_dat\.hea not found",
-    "header_mismatch": r"header does not match its data: .*2500 samples .* but header_mismatch\.dat has 120000 bytes",
-    "checksum": r"header does not match its data: checksum of lead\(s\) \[",
+    "missing_dat": r"missing_dat\.dat: signal file named in missing_dat\.hea not found",
+    "header_mismatch": r"longer than announced: header_mismatch\.hea announces 2500 samples .* the file has 120000 bytes",
+    "checksum": r"checksum of lead .* does not match checksum\.hea",
     "eight_leads": r"missing lead\(s\) \['III', 'aVR', 'aVL', 'aVF'\]",
     "nan_gap": r"500 missing \(NaN/inf\) samples in lead\(s\) \['V2'\] at 2\.00-3\.00 s",
     "too_short": r"shorter than the model's receptive field",
@@ -290,14 +304,14 @@ def test_each_bad_file_gets_its_message_and_the_others_go_on(checkpoint, bad_rec
 
 
 def test_read_record_errors_name_the_file(tmp_path, records):
-    with pytest.raises(RecordError, match=r"nothing\.hea: file not found|nothing\.hea: WFDB header"):
+    with pytest.raises(ECGDataError, match=r"nothing\.hea: header file not found"):
         read_record(tmp_path / "nothing.hea")
     csv_without_rate = tmp_path / "leads.csv"
     csv_without_rate.write_text("I,II\n0.1,0.2\n0.2,0.3\n")
-    with pytest.raises(RecordError, match=r"leads\.csv: no sampling rate: add a 'time' column .* or pass --fs"):
+    with pytest.raises(ECGDataError, match=r"leads\.csv: no sampling rate: add a 'time' column .* or pass --fs"):
         read_record(csv_without_rate)
     np.save(tmp_path / "x.npy", np.zeros((100, 12)))
-    with pytest.raises(RecordError, match=r"x\.npy: a \.npy record needs --fs .* and --leads"):
+    with pytest.raises(ECGDataError, match=r"x\.npy: a \.npy record needs --fs .* and --leads"):
         read_record(tmp_path / "x.npy")
     record = read_record(records["wfdb100"], sampling_rate=250)
     assert any("--fs 250 ignored" in note for note in record.notes)
@@ -318,13 +332,13 @@ def test_non_ecg_channels_are_dropped_with_a_note(predictor, records):
 
 def test_console_scripts_are_declared_and_run(checkpoint, records, tmp_path):
     scripts = (REPO_ROOT / "pyproject.toml").read_text().split("[project.scripts]")[1].split("\n[")[0]
-    assert 'ecgmamba-predict = "modeling_ecgmamba.predict:main"' in scripts
-    assert 'ecgmamba-export-onnx = "modeling_ecgmamba.onnx_export:main"' in scripts
+    assert 'ecgmamba-predict = "ecgmamba_apps.predict:main"' in scripts
+    assert 'ecgmamba-export-onnx = "ecgmamba_apps.onnx_export:main"' in scripts
     # The installed script when there is one (CI installs the package), else the same entry point as a module.
     script = Path(sys.executable).parent / "ecgmamba-predict"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "modeling_ecgmamba.predict"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "ecgmamba_apps.predict"]
     # The pure-PyTorch scan: a fresh process would otherwise spend seconds compiling the numba kernel.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT), "ECGMAMBA_SCAN_BACKEND": "torch"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ECGMAMBA_SCAN_BACKEND": "torch"}
     result = run_process(
         [*command, "--model", str(checkpoint), str(records["cinc"]), str(tmp_path / "absent.hea"), "--json", "-"],
         tmp_path,
@@ -333,7 +347,7 @@ def test_console_scripts_are_declared_and_run(checkpoint, records, tmp_path):
     assert result.returncode == 1, result.stderr[-2000:]
     document = json.loads(result.stdout)
     assert [r["ok"] for r in document["records"]] == [True, False]
-    assert document["records"][1]["error"] == "WFDB header absent.hea not found"
+    assert document["records"][1]["error"] == "header file not found"
 
 
 # ---------------------------------------------------------------------------------------------------------- pipeline
@@ -344,8 +358,7 @@ def test_add_pipeline_to_checkpoint(checkpoint, tmp_path):
     assert config["custom_pipelines"][TASK]["impl"] == "pipeline_ecgmamba.ECGClassificationPipeline"
     assert config["custom_pipelines"][TASK]["pt"] == ["AutoModelForSequenceClassification"]
     assert config["thresholds"] == THRESHOLDS and "auto_map" in config
-    for name in ("pipeline_ecgmamba.py", "predict.py", "feature_extraction_ecgmamba.py", "modeling_ecgmamba.py"):
-        assert (checkpoint / name).is_file(), name
+    assert {p.name for p in checkpoint.glob("*.py")} == CHECKPOINT_FILES
     # Before the first save (no config.json yet) it copies the code and, given the config, marks it for later saves.
     early = ECGMambaConfig(hidden_size=32, num_hidden_layers=1, state_size=8)
     add_pipeline_to_checkpoint(tmp_path / "early", config=early)
@@ -353,15 +366,15 @@ def test_add_pipeline_to_checkpoint(checkpoint, tmp_path):
     assert early.to_dict()["custom_pipelines"][TASK]["impl"].endswith("ECGClassificationPipeline")
 
 
-def test_checkpoint_code_needs_no_optional_package():
-    # transformers refuses remote code whose imports (outside try blocks) are not installed: the files the pipeline
-    # brings into a checkpoint must load with numpy, torch and transformers alone.
+def test_checkpoint_code_needs_no_optional_package(checkpoint):
+    # transformers refuses remote code whose imports (outside try blocks) are not installed: the files a checkpoint
+    # ships must load with numpy, torch and transformers alone, and none is an application (argparse, matplotlib).
     from transformers.dynamic_module_utils import get_imports
 
-    package = Path(add_pipeline_to_checkpoint.__code__.co_filename).parent
-    for name in ("pipeline_ecgmamba.py", "predict.py", "explain.py"):
-        optional = {"wfdb", "scipy", "matplotlib", "tqdm", "onnx", "onnxruntime", "pandas"}
-        assert not optional & set(get_imports(package / name)), name
+    for path in checkpoint.glob("*.py"):
+        optional = {"wfdb", "scipy", "matplotlib", "tqdm", "onnx", "onnxruntime", "pandas", "argparse", "numba"}
+        assert not optional & set(get_imports(path)), path.name
+        assert "argparse" not in path.read_text() and "matplotlib" not in path.read_text(), path.name
 
 
 PIPELINE_SCRIPT = """

@@ -204,10 +204,45 @@ def test_cpu_default_is_the_kernel(monkeypatch):
     assert available_backends()[:3] == ["reference", "cpu_kernel", "torch"]
 
 
-def test_tracing_or_export_uses_torch(monkeypatch):
+def test_export_uses_the_loop_free_scan_and_tracing_the_torch_scan(monkeypatch):
     monkeypatch.delenv(ss.ENV_VAR, raising=False)
-    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
-    assert resolve_backend(torch.zeros(1, 2, 3)) == "torch"
+    u = torch.zeros(1, 2, 3)
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+        assert resolve_backend(u) == "parallel"
+        assert resolve_backend(u, "cpu_kernel") == "parallel"  # a kernel cannot be exported: the dispatch decides
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.compiler, "is_exporting", lambda: True)
+        assert resolve_backend(u) == "parallel"
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.compiler, "is_compiling", lambda: True)
+        assert resolve_backend(u) == "torch" and ss.is_tracing() and not ss.is_exporting()
+
+
+@pytest.mark.parametrize("length", [1, 7, 8, 9, 125, 301])
+def test_parallel_scan_matches_the_reference(length):
+    generator = torch.Generator().manual_seed(length)
+    batch, dim, state = 2, 6, 4
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    u, delta, z = randn(batch, dim, length), randn(batch, dim, length) - 1.0, randn(batch, dim, length)
+    B, C = randn(batch, state, length), randn(batch, state, length)
+    A = -torch.arange(1, state + 1, dtype=torch.float64).expand(dim, state).contiguous()
+    D, bias = randn(dim), torch.rand(dim, generator=generator, dtype=torch.float64)
+    expected = selective_scan_ref(u, delta, A, B, C, D, z, bias, True)
+    got = selective_scan(u, delta, A, B, C, D, z, bias, True, backend="parallel")
+    torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-10)
+    # float32 as exported: within float32 rounding of the float64 reference.
+    got32 = selective_scan(*(t.float() for t in (u, delta, A, B, C, D, z, bias)), True, backend="parallel")
+    torch.testing.assert_close(got32.double(), expected, atol=2e-5, rtol=1e-4)
+
+
+def test_config_lists_every_backend():
+    from modeling_ecgmamba.configuration_ecgmamba import SCAN_BACKENDS
+
+    assert set(SCAN_BACKENDS) == {"auto", *BACKENDS}
 
 
 def test_missing_numba_falls_back_with_one_warning(monkeypatch, caplog, fresh_loader_state):

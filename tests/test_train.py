@@ -10,24 +10,23 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from conftest import import_metric_module
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, RepoUrl
 from huggingface_hub.utils import filter_repo_objects
 
+import train_hf
+from dataset_scripts import load_ptbxl
+from ecgmamba_training import data, evaluation, trainer, windows
+from modeling_ecgmamba import ECGMambaConfig, ECGMambaForSequenceClassification
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # train_hf.py and ecg_training.py live at the root
-
-import ecg_training  # noqa: E402
-import train_hf  # noqa: E402
-from dataset_scripts import load_ptbxl  # noqa: E402
-
-sys.path.insert(0, str(ecg_training.METRIC_PATH))
-from ecg_multilabel import multilabel_metrics  # noqa: E402
+multilabel_metrics = import_metric_module().multilabel_metrics
 
 MODEL_FILES = {
     "configuration_ecgmamba.py",
@@ -176,9 +175,9 @@ def test_the_model_card_carries_the_measured_results(short_run):
 
 
 def test_no_weight_decay_on_ssm_parameters_biases_and_norms():
-    model = train_hf.ECGMambaForSequenceClassification(train_hf.ECGMambaConfig(hidden_size=32, num_hidden_layers=1))
-    trainer = object.__new__(ecg_training.ECGTrainer)  # only the method under test
-    decayed = set(trainer.get_decay_parameter_names(model))
+    model = ECGMambaForSequenceClassification(ECGMambaConfig(hidden_size=32, num_hidden_layers=1))
+    ecg_trainer = object.__new__(trainer.ECGTrainer)  # only the method under test
+    decayed = set(ecg_trainer.get_decay_parameter_names(model))
     names = {name for name, _ in model.named_parameters()}
     assert not {n for n in decayed if n.endswith(("A_log", ".D", "bias"))}
     assert not {n for n in decayed if "norm" in n}  # LayerNorm and the encoder's BatchNorm
@@ -201,7 +200,107 @@ def test_cpsc2018_variable_length_records_train_and_evaluate(data_dir, tmp_path)
     assert card.data.eval_results[0].dataset_name == "CPSC2018" and "label-stratified" in card.text
 
 
+# ------------------------------------------------------------------------------------------------ every model type
+
+# A fresh process that may run only the checkpoints' own code: the repository's packages are blocked.
+LOAD_ANYWHERE = """
+import json, sys
+for name in ("modeling_ecgmamba", "ecgmamba_apps", "ecgmamba_training", "dataset_scripts", "benchmarks", "train_hf"):
+    sys.modules[name] = None
+import numpy as np, torch
+from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
+out = {}
+for folder in sys.argv[1:]:
+    model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+    extractor = AutoFeatureExtractor.from_pretrained(folder, trust_remote_code=True)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.load("inputs.npy"))).logits
+    out[folder] = {"model": type(model).__module__, "extractor": type(extractor).__name__, "logits": logits.tolist()}
+print(json.dumps(out))
+"""
+
+
+def test_every_model_type_saves_a_checkpoint_that_loads_anywhere(ptbxl_dir, dataset_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("ECGMAMBA_SCAN_BACKEND", "torch")  # the same scan here and in the fresh process
+    quick = [
+        "--max_steps", "1", "--window_seconds", "2.5", "--per_device_train_batch_size", "4", "--eval_strategy", "no",
+        "--save_strategy", "no", "--max_eval_samples", "4", "--bootstrap_samples", "0",
+    ]  # fmt: skip
+    common = ["--data_dir", str(ptbxl_dir), "--dataset_cache_dir", str(dataset_cache), "--use_cpu"]
+    common += ["--disable_tqdm", "true", *quick]
+    with pytest.raises(data.SetupError, match="--hidden_size do\\(es\\) not apply to --model_type xresnet1d101"):
+        train(*common, "--model_type", "xresnet1d101", "--hidden_size", "32", "--output_dir", str(tmp_path / "no"))
+    architectures = {
+        "ecgmamba": ("ECGMambaForSequenceClassification", "An **ECGMamba** model"),
+        "transformer": ("ECGTransformerForSequenceClassification", "A **Transformer baseline**"),
+        "xresnet1d101": ("XResNet1dForSequenceClassification", "An **xresnet1d101** model"),
+    }
+    folders = {}
+    for model_type, (class_name, card_line) in architectures.items():
+        folder = tmp_path / model_type
+        # xresnet1d101 keeps its own defaults (it takes none of these options); the Transformer has no SSM state.
+        sizes = {"ecgmamba": TINY, "transformer": [a for a in TINY if a not in ("--state_size", "8")]}.get(model_type, [])
+        train(*common, *sizes, "--model_type", model_type, "--output_dir", str(folder))
+        config = json.loads((folder / "config.json").read_text())
+        assert config["architectures"] == [class_name] and config["window_aggregation"] == "mean"
+        assert {"AutoConfig", "AutoModelForSequenceClassification"} <= set(config["auto_map"])
+        assert "ecg-classification" in config["custom_pipelines"] and len(config["thresholds"]) == 5
+        assert card_line in (folder / "README.md").read_text()
+        folders[model_type] = folder
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    inputs = np.random.default_rng(0).normal(0, 0.3, (2, 250, 12)).astype(np.float32)
+    np.save(elsewhere / "inputs.npy", inputs)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    command = [sys.executable, "-P", "-c", LOAD_ANYWHERE, *map(str, folders.values())]
+    result = subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+
+    from transformers import AutoModelForSequenceClassification
+
+    from ecgmamba_apps.predict import main as predict_main
+
+    record = ptbxl_dir / "records100" / "00000" / "00008_lr.hea"
+    for model_type, folder in folders.items():
+        fresh = loaded[str(folder)]
+        assert fresh["model"].startswith("transformers_modules.") and fresh["extractor"] == "ECGMambaFeatureExtractor"
+        model = AutoModelForSequenceClassification.from_pretrained(folder).eval()  # the installed package's classes
+        with torch.no_grad():
+            expected = model(torch.from_numpy(inputs)).logits.numpy()
+        np.testing.assert_allclose(fresh["logits"], expected, rtol=0, atol=1e-6, err_msg=model_type)
+        # The command line on a real record, with the checkpoint's own code (as for a downloaded Hub repo).
+        out = tmp_path / f"{model_type}.json"
+        assert predict_main(["--model", str(folder), str(record), "--json", str(out), "--no-progress"]) == 0
+        prediction = json.loads(out.read_text())["records"][0]
+        assert prediction["ok"] and set(prediction["probabilities"]) == {"CD", "HYP", "MI", "NORM", "STTC"}
+
+
 # ------------------------------------------------------------------------------------------------ resume
+
+# train_hf.py in a process that kills itself (SIGKILL, as `kill -9` would) when the step after argv[1] begins.
+KILL_AT_STEP = """
+import os, signal, sys
+from transformers import TrainerCallback
+import train_hf
+from ecgmamba_training.trainer import ECGTrainer
+
+class KillAtStep(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == int(sys.argv[1]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+original_init = ECGTrainer.__init__
+
+def init(self, *args, **kwargs):
+    original_init(self, *args, **kwargs)
+    self.add_callback(KillAtStep())
+
+ECGTrainer.__init__ = init
+train_hf.main(sys.argv[2:])
+"""
 
 
 def test_a_killed_run_resumes_with_the_same_optimizer_scheduler_and_data(
@@ -209,14 +308,12 @@ def test_a_killed_run_resumes_with_the_same_optimizer_scheduler_and_data(
 ):
     output_dir = tmp_path / "killed"
     args = run_args(ptbxl_dir, dataset_cache, output_dir, *SHORT_RUN)
-    log = open(tmp_path / "killed.log", "w")
-    process = subprocess.Popen([sys.executable, "train_hf.py", *args], cwd=REPO_ROOT, stdout=log, stderr=log)
+    with open(tmp_path / "killed.log", "w") as log:  # killed with SIGKILL as step 3 begins: checkpoint-2 is saved
+        process = subprocess.run(
+            [sys.executable, "-c", KILL_AT_STEP, "2", *args], cwd=tmp_path, stdout=log, stderr=log, timeout=300
+        )
+    assert process.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
     first_checkpoint = output_dir / "checkpoint-2" / "trainer_state.json"
-    deadline = time.time() + 240
-    while not first_checkpoint.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
     assert first_checkpoint.exists(), (tmp_path / "killed.log").read_text()[-3000:]
     assert not (output_dir / "checkpoint-4").exists(), "the run ended before it could be interrupted"
     assert not (output_dir / "test_results.json").exists()
@@ -313,13 +410,13 @@ def test_push_to_hub_publishes_loadable_revisions(fake_hub, ptbxl_dir, dataset_c
 def test_push_without_a_token_fails_before_training(monkeypatch, tmp_path):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
-    with pytest.raises(ecg_training.SetupError, match="needs a Hugging Face token"):
+    with pytest.raises(data.SetupError, match="needs a Hugging Face token"):
         train("--push_to_hub", "--output_dir", str(tmp_path), "--data_dir", str(tmp_path / "absent"))
 
 
 def test_push_without_the_hub_fails_before_training(tmp_path):
     # HF_HUB_OFFLINE=1 (conftest): the real whoami refuses, as it would without a network.
-    with pytest.raises(ecg_training.SetupError, match="cannot reach the Hugging Face Hub"):
+    with pytest.raises(data.SetupError, match="cannot reach the Hugging Face Hub"):
         train("--push_to_hub", "--hub_token", "hf_test", "--output_dir", str(tmp_path), "--data_dir", str(tmp_path))
 
 
@@ -327,7 +424,7 @@ def test_push_without_the_hub_fails_before_training(tmp_path):
 
 
 def test_a_missing_data_folder_says_where_to_put_the_data(tmp_path):
-    with pytest.raises(ecg_training.SetupError) as error:
+    with pytest.raises(data.SetupError) as error:
         train("--data_dir", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "out"))
     message = str(error.value)
     assert str(tmp_path / "nowhere") in message and "https://physionet.org/content/ptb-xl/" in message
@@ -336,9 +433,9 @@ def test_a_missing_data_folder_says_where_to_put_the_data(tmp_path):
 
 def test_data_dir_defaults_to_the_environment_variable(monkeypatch, tmp_path):
     monkeypatch.setenv("ECGMAMBA_DATA_DIR", str(tmp_path))
-    assert ecg_training.resolve_data_dir("ptbxl", None) == tmp_path / "ptb-xl"
-    assert ecg_training.resolve_data_dir("cpsc2018", None) == tmp_path / "cpsc2018"
-    assert ecg_training.resolve_data_dir("ptbxl", str(tmp_path / "mine")) == tmp_path / "mine"
+    assert data.resolve_data_dir("ptbxl", None) == tmp_path / "ptb-xl"
+    assert data.resolve_data_dir("cpsc2018", None) == tmp_path / "cpsc2018"
+    assert data.resolve_data_dir("ptbxl", str(tmp_path / "mine")) == tmp_path / "mine"
 
 
 def test_download_fetches_what_is_missing_with_wfdb(monkeypatch, ptbxl_dir, tmp_path):
@@ -353,12 +450,12 @@ def test_download_fetches_what_is_missing_with_wfdb(monkeypatch, ptbxl_dir, tmp_
 
     monkeypatch.setattr("wfdb.io.download.dl_pn_file", dl_pn_file)
     target = tmp_path / "ptb-xl"
-    assert ecg_training.ensure_data("ptbxl", target, download=True, sampling_rate=100) == target
+    assert data.ensure_data("ptbxl", target, download=True, sampling_rate=100) == target
     assert "ptbxl_database.csv" in requested and "records100/00000/00001_lr.dat" in requested
     assert not [f for f in requested if f.startswith("records500")]
     assert len(requested) == 3 + 2 * 400
     requested.clear()
-    ecg_training.ensure_data("ptbxl", target, download=True, sampling_rate=100)  # complete: nothing to fetch
+    data.ensure_data("ptbxl", target, download=True, sampling_rate=100)  # complete: nothing to fetch
     assert requested == []
 
 
@@ -367,8 +464,8 @@ def test_download_without_a_network_says_what_to_do(monkeypatch, tmp_path):
         raise ConnectionError("Failed to resolve 'physionet.org'")
 
     monkeypatch.setattr("wfdb.io.download.dl_pn_file", offline)
-    with pytest.raises(ecg_training.SetupError, match="Could not download PTB-XL from PhysioNet") as error:
-        ecg_training.ensure_data("ptbxl", tmp_path / "ptb-xl", download=True, sampling_rate=100)
+    with pytest.raises(data.SetupError, match="Could not download PTB-XL from PhysioNet") as error:
+        data.ensure_data("ptbxl", tmp_path / "ptb-xl", download=True, sampling_rate=100)
     assert "physionet.org/content/ptb-xl/1.0.3" in str(error.value) and "ConnectionError" in str(error.value)
 
 
@@ -378,7 +475,7 @@ def test_download_without_a_network_says_what_to_do(monkeypatch, tmp_path):
 def test_training_crops_random_windows_that_survive_a_resume_and_pads_short_records():
     long_record = np.arange(1000 * 12, dtype=np.float32).reshape(1000, 12)
     short_record = np.ones((100, 12), dtype=np.float32)
-    collator = ecg_training.WindowCollator(window=250, seed=3)
+    collator = windows.WindowCollator(window=250, seed=3)
 
     def crop_of(index, epoch):
         collator.epoch = epoch
@@ -416,21 +513,23 @@ def test_evaluation_slides_windows_and_averages_per_record():
     dataset = datasets.Dataset.from_dict(
         {"input_values": records, "labels": [[1, 0], [0, 1], [1, 1]]}, features=features
     )
-    windows, record_index = ecg_training.sliding_windows(dataset, window=250, stride=125)
+    slid, record_index = windows.sliding_windows(dataset, window=250, stride=125)
     # 1000: starts 0..750 every 125 (7); 600: 0..250 + the end-aligned 350 (4); 200: one short window.
     assert record_index.tolist() == [0] * 7 + [1] * 4 + [2]
-    assert len(windows[-1]["input_values"]) == 200 and windows[7]["labels"] == [0, 1]
+    assert len(slid[-1]["input_values"]) == 200 and slid[7]["labels"] == [0, 1]
 
     logits = np.log(np.array([[1, 3]] * 7 + [[1, 1]] * 3 + [[1, 9]] + [[3, 1]], dtype=float))  # sigmoid = p / (1 + p)
     labels = np.array([[1, 0]] * 7 + [[0, 1]] * 4 + [[1, 1]])
-    mean, per_record_labels = ecg_training.record_probabilities(logits, labels, record_index)
-    np.testing.assert_allclose(mean, [[0.5, 0.75], [0.5, (3 * 0.5 + 0.9) / 4], [0.75, 0.5]])
+    config = ECGMambaConfig(id2label={0: "A", 1: "B"})
+    mean, per_record_labels = evaluation.record_predictions(logits, labels, record_index, config)
+    np.testing.assert_allclose(mean.probabilities, [[0.5, 0.75], [0.5, (3 * 0.5 + 0.9) / 4], [0.75, 0.5]])
     assert per_record_labels.tolist() == [[1, 0], [0, 1], [1, 1]]
-    maximum, _ = ecg_training.record_probabilities(logits, labels, record_index, "max")
-    np.testing.assert_allclose(maximum[1], [0.5, 0.9])
+    config.window_aggregation = "max"  # what `--window_aggregation max` writes into the model's config
+    maximum, _ = evaluation.record_predictions(logits, labels, record_index, config)
+    np.testing.assert_allclose(maximum.probabilities[1], [0.5, 0.9])
     with pytest.raises(ValueError, match="evaluation set changed"):
-        ecg_training.record_probabilities(logits[:5], labels[:5], record_index)
+        evaluation.record_predictions(logits[:5], labels[:5], record_index, config)
     diverged = logits.copy()
     diverged[[2, 3], 1] = np.nan  # a diverged model: say so, not "predictions must be probabilities"
-    with pytest.raises(ecg_training.TrainingDivergedError, match="NaN for 2 of 12 windows: training diverged"):
-        ecg_training.record_probabilities(diverged, labels, record_index)
+    with pytest.raises(evaluation.TrainingDivergedError, match="NaN or infinite for 2 of 12 windows: training diverged"):
+        evaluation.record_predictions(diverged, labels, record_index, config)

@@ -1,7 +1,7 @@
 """Why did the model say that? Attributions per lead and time, drawn on standard ECG paper.
 
-    from modeling_ecgmamba.predict import ECGPredictor
-    from modeling_ecgmamba.explain import explain_record, plot_explanation
+    from modeling_ecgmamba import ECGPredictor
+    from ecgmamba_apps.explain import explain_record, plot_explanation
     predictor = ECGPredictor.from_pretrained("path/to/checkpoint")
     explanation = explain_record(predictor, "00139_hr.hea")         # the most probable diagnosis
     plot_explanation(explanation, "00139_MI.png")
@@ -21,7 +21,8 @@ every lead, with a midpoint Riemann sum (32 steps by default). Why:
 
 What is explained: 10 s of the record (all of it if shorter) around the model window where the class is most
 probable; every window overlapping that span is attributed to its own logit and overlapping windows are averaged, so
-a model with 2.5 s windows still gets a full 10 s picture.
+a model with 2.5 s windows still gets a full 10 s picture. Windows, record probabilities and decisions are the
+predictor's (`ECGPredictor.prepare` and `record_scores`): the picture explains exactly what `ecgmamba-predict` says.
 
 The picture shows the positive part (evidence *for* the class), smoothed over 80 ms and scaled to the strongest
 segment of the page, as blue shading behind each lead's trace. Attributions of an untrained model are noise: judge
@@ -37,8 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .feature_extraction_ecgmamba import UNIT_TO_MV, canonical_lead_name, resample_signal
-from .predict import ECGRecord, read_record, select_ecg_leads
+from modeling_ecgmamba.ecg_records import ECGRecord, lead_columns, millivolt_factors, read_record, select_ecg_leads
 
 METHODS = ("integrated_gradients", "gradient_x_input")
 
@@ -164,19 +164,19 @@ def explain_record(
 ) -> Explanation:
     """Attribution of one record's diagnosis (`label`, default the most probable class above its threshold).
 
-    `predictor` is an [`~predict.ECGPredictor`]; `record` a path or an [`~predict.ECGRecord`]. The explained span
+    `predictor` is an `ECGPredictor`; `record` a path or an `ECGRecord`. The explained span
     is `display_seconds` (at least one model window) of the record around the window where the class is most
     probable: the whole record when it is that short. Every window overlapping the span is attributed (each to
     its own logit of the class) and overlapping windows are averaged.
     """
     if isinstance(record, (str, os.PathLike)):
         record = read_record(record, sampling_rate, lead_names, units)
-    input_values, attention_mask, notes = predictor.prepare(record)
-    window_probs = predictor.window_probabilities(input_values, attention_mask)  # (windows, classes)
-    record_probs = window_probs.max(0) if predictor.aggregation == "max" else window_probs.mean(0)
+    input_values, attention_mask, starts, notes = predictor.prepare(record)
+    scores = predictor.scores(predictor.window_logits(input_values, attention_mask))
+    window_probs, record_probs = scores.window_probabilities, scores.probabilities[0]  # (windows, classes), (classes,)
     labels = predictor.labels
     if label is None:
-        above = [i for i in np.argsort(-record_probs) if record_probs[i] >= predictor.thresholds[i]]
+        above = [i for i in np.argsort(-record_probs, kind="stable") if scores.decisions[0, i]]
         index = int(above[0]) if above else int(np.argmax(record_probs))
         if not above:
             notes.append(f"no class reached its threshold: explaining the most probable one, {labels[index]}")
@@ -187,11 +187,11 @@ def explain_record(
         index = matches[0]
     best = int(np.argmax(window_probs[:, index]))
 
-    # The span to show (samples at the model rate) and the windows that overlap it.
+    # The span to show (samples at the model rate) and the windows that overlap it; the last window ends the record.
     extractor = predictor.feature_extractor
     model_rate = float(extractor.sampling_rate)
-    starts, total = _window_starts(predictor, record, input_values)
     lengths = [int(m.sum()) for m in attention_mask]
+    total = int(starts[-1]) + lengths[-1]
     span = min(total, max(int(round(display_seconds * model_rate)), input_values.shape[1]))
     first = int(np.clip(starts[best] + lengths[best] // 2 - span // 2, 0, total - span))
     chosen = [w for w, (a, n) in enumerate(zip(starts, lengths)) if a < first + span and a + n > first]
@@ -225,7 +225,7 @@ def explain_record(
         record_name=record.name,
         label=labels[index],
         probability=float(record_probs[index]),
-        threshold=float(predictor.thresholds[index]),
+        threshold=float(scores.thresholds[index]),
         window_probability=float(window_probs[best, index]),
         method=method,
         steps=1 if method == "gradient_x_input" else int(steps),
@@ -243,34 +243,12 @@ def explain_record(
     )
 
 
-def _window_starts(predictor, record: ECGRecord, windows: torch.Tensor) -> tuple[list[int], int]:
-    """Starts of the record's windows and its length, in samples at the model rate (the extractor's windowing)."""
-    extractor = predictor.feature_extractor
-    # The record's length at the model rate, as the extractor's polyphase resampling gives it.
-    length = len(resample_signal(np.zeros((record.signal.shape[0], 1)), record.sampling_rate, extractor.sampling_rate))
-    size = windows.shape[1]
-    if length <= size:
-        return [0], length
-    seconds = predictor.window_stride_seconds or extractor.window_seconds / 2
-    stride = max(int(round(seconds * extractor.sampling_rate)), 1)
-    starts = list(range(0, length - size + 1, stride))
-    if starts[-1] != length - size:
-        starts.append(length - size)  # the last window ends with the record
-    if len(starts) != len(windows):
-        raise ValueError(f"cannot locate the {len(windows)} windows in the record (feature extractor changed?)")
-    return starts, length
-
-
 def _signal_in_mv(record: ECGRecord, extractor) -> tuple[np.ndarray, float]:
     """The record's leads in the model's order, in mV, at the record's own rate (what a cardiologist would see)."""
     record = select_ecg_leads(record)
-    by_name = {canonical_lead_name(name): j for j, name in enumerate(record.lead_names)}
-    columns, factors = [], []
-    for lead in extractor.lead_names:
-        j = by_name[canonical_lead_name(lead)]
-        columns.append(j)
-        factors.append(UNIT_TO_MV.get(str(record.units[j]).strip().lower()) or 1.0)
-    return record.signal[:, columns] * np.asarray(factors), float(record.sampling_rate)
+    columns = lead_columns(record.lead_names, extractor.lead_names, record.name)
+    factors = millivolt_factors(record.units, len(record.lead_names), record.name)
+    return record.signal[:, columns] * factors[columns], float(record.sampling_rate)
 
 
 # ------------------------------------------------------------------------------------------------------------ drawing

@@ -2,7 +2,7 @@
 
     ecgmamba-export-onnx --model PATH_OR_REPO --output model.onnx [--check RECORD ...]
 
-    from modeling_ecgmamba.onnx_export import export_onnx
+    from ecgmamba_apps.onnx_export import export_onnx
     export_onnx(model, "model.onnx")
 
 The ONNX graph takes `input_values` float32 `(batch, length, num_leads)` in the feature extractor's output units and
@@ -11,19 +11,16 @@ sigmoid for probabilities. Class names, thresholds, sampling rate, window and le
 metadata (`labels`, `thresholds`, `sampling_rate`, `window_samples`, `lead_names`). Preprocess records with the
 checkpoint's feature extractor, as for PyTorch.
 
-Exporter: `torch.onnx.export(..., dynamo=True, opset_version=18)` with `Dim.DYNAMIC` batch and length. The model's
-selective scan runs its pure-PyTorch path while exporting, but that path loops over chunks of the sequence in Python
-(`for start in range(0, length, chunk)` in `selective_scan_torch`), which ties the graph to the example length.
-During export the scan is therefore swapped for [`parallel_selective_scan`]: the same chunked recurrence with the
-loop over chunks replaced by a masked (chunks x chunks) decay matrix, so the graph has no length-dependent
-structure (no cumprod either, which ONNX lacks). Both compute exactly the recurrence of `selective_scan_ref`; the
-export checks onnxruntime against the PyTorch model on the spot.
+Exporter: `torch.onnx.export(..., dynamo=True, opset_version=18)` with `Dim.DYNAMIC` batch and length. While
+exporting, the library's scan dispatch runs its loop-free form (`selective_scan_parallel`: the chunked recurrence with
+the loop over chunks replaced by a masked (chunks x chunks) decay matrix, and no cumprod, which ONNX lacks), so the
+graph has no length-dependent structure; nothing here changes the model or the library. The export checks
+onnxruntime against the PyTorch model on the spot.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -31,100 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .feature_extraction_ecgmamba import STANDARD_LEADS
+from modeling_ecgmamba.ecg_records import STANDARD_LEADS, read_record
+from modeling_ecgmamba.inference_ecgmamba import ECGPredictor, resolve_thresholds
 
 DEFAULT_OPSET = 18
 INPUT_NAMES = ("input_values", "attention_mask")
 OUTPUT_NAMES = ("logits",)
-_CHUNK = 8  # steps per chunk: with log-decays clamped at -20 per step, exponents stay within +-80 (float32-safe)
-_LOG_DECAY_MIN = -20.0
-
-
-def parallel_selective_scan(
-    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, chunk_size=_CHUNK
-):
-    """Selective scan without a Python loop over time or chunks: exportable with a dynamic length.
-
-    Same semantics and shapes as `selective_scan_ref` (u, delta, z: (B D L); A: (D N); B, C: (B N L); D,
-    delta_bias: (D)). Two levels: inside chunks of `chunk_size` steps, states from a zero start by cumulative sums
-    around the chunk's mid-point (as `selective_scan_torch` does); across chunks, the state entering chunk c is
-    sum_{c' < c} exp(G_{c-1} - G_{c'}) h_{c'} (G: cumulative log-decay at chunk ends), a masked matrix product whose
-    exponents are all <= 0. Memory grows as (L / chunk)^2 * D * N per record: fine for 10-30 s windows.
-    """
-    dtype_in = u.dtype
-    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
-    u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(compute)[..., None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    batch, dim, length = u.shape
-    nstate, size = A.shape[1], int(chunk_size)
-    chunks = (length + size - 1) // size
-    pad = chunks * size - length  # padded steps: dt = 0 (no decay) and no input, so the state passes through
-
-    def split(x, channels):  # (B X L) -> (B X chunks T)
-        return F.pad(x, (0, pad)).reshape(batch, channels, chunks, size)
-
-    dt, x = split(delta, dim), split(u, dim)
-    b_in = split(B, nstate).permute(0, 2, 3, 1).unsqueeze(1)  # (B 1 chunks T N)
-    c_out = split(C, nstate).permute(0, 2, 3, 1).unsqueeze(1)
-    log_decay = (dt.unsqueeze(-1) * A[:, None, None, :]).clamp(min=_LOG_DECAY_MIN)  # (B D chunks T N)
-    s = torch.cumsum(log_decay, dim=3)
-    mid = 0.5 * s[:, :, :, -1:, :]
-    inflow = (dt * x).unsqueeze(-1) * b_in
-    local = torch.exp(s - mid) * torch.cumsum(torch.exp(mid - s) * inflow, dim=3)  # states from a zero start
-    ends = torch.cumsum(s[:, :, :, -1, :], dim=2).transpose(2, 3)  # (B D N chunks): G_c
-    gaps = ends.unsqueeze(-1) - ends.unsqueeze(-2)  # [c, c'] = G_c - G_c'
-    index = torch.arange(chunks, device=u.device)
-    causal = index[:, None] >= index[None, :]
-    decay = torch.exp(torch.where(causal, gaps, torch.full_like(gaps, float("-inf"))))
-    carried = (decay @ local[:, :, :, -1, :].transpose(2, 3).unsqueeze(-1)).squeeze(-1)  # state at chunk ends
-    entering = F.pad(carried, (1, 0))[..., :-1].transpose(2, 3)  # (B D chunks N): state entering each chunk
-    h = local + torch.exp(s) * entering.unsqueeze(3)
-    y = (h * c_out).sum(-1).reshape(batch, dim, chunks * size)[:, :, :length]
-    if D is not None:
-        y = y + u * D.to(compute)[:, None]
-    if z is not None:
-        y = y * F.silu(z.to(compute))
-    return y.to(dtype_in)
-
-
-def _scan_modules(model) -> list:
-    """The selective-scan modules the model's code calls (the package's, or a checkpoint's remote-code copy)."""
-    found = {}
-    for module in model.modules():
-        owner = sys.modules.get(type(module).__module__)
-        scan = getattr(owner, "selective_scan", None)
-        scan_module = sys.modules.get(getattr(scan, "__module__", ""), None)
-        if scan_module is not None and isinstance(getattr(scan_module, "_IMPLS", None), dict):
-            found[scan_module.__name__] = scan_module
-    return list(found.values())
-
-
-@contextlib.contextmanager
-def export_friendly_scan(model):
-    """While exporting: the model's scan backend is "torch", and "torch" means [`parallel_selective_scan`]."""
-    modules = _scan_modules(model)
-    if not modules:
-        raise RuntimeError(
-            "cannot find the selective scan of this model (no module with `selective_scan` and `_IMPLS`): "
-            "its code differs from modeling_ecgmamba's; export it with torch.onnx.export directly"
-        )
-    saved_backend = model.config.scan_backend
-    saved_impls = [module._IMPLS["torch"] for module in modules]
-    model.config.scan_backend = "torch"
-    for module in modules:
-        module._IMPLS["torch"] = parallel_selective_scan
-    try:
-        yield
-    finally:
-        model.config.scan_backend = saved_backend
-        for module, impl in zip(modules, saved_impls):
-            module._IMPLS["torch"] = impl
 
 
 class LogitsOnly(nn.Module):
@@ -141,13 +52,14 @@ class LogitsOnly(nn.Module):
 def _metadata(model, feature_extractor=None) -> dict[str, str]:
     config = model.config
     labels = [str(config.id2label[i]) for i in range(config.num_labels)]
-    thresholds = getattr(config, "thresholds", None) or [0.5] * len(labels)
+    thresholds = resolve_thresholds(getattr(config, "thresholds", None), labels)
     extractor_leads = getattr(feature_extractor, "lead_names", None)
     return {
         "labels": json.dumps(labels),
         "thresholds": json.dumps([float(t) for t in thresholds]),
         "sampling_rate": str(config.sampling_rate),
         "window_samples": str(config.window_samples),
+        "window_aggregation": str(getattr(config, "window_aggregation", "mean")),
         "lead_names": json.dumps(list(extractor_leads or STANDARD_LEADS)),
         "problem_type": str(config.problem_type),
         "inputs": "input_values float32 (batch, length, leads) from the feature extractor; attention_mask int64 (batch, length)",
@@ -224,7 +136,7 @@ def export_onnx(
     dynamic = {name: {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC} for name in INPUT_NAMES}
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with export_friendly_scan(model), torch.no_grad():
+    with torch.no_grad():
         program = torch.onnx.export(
             LogitsOnly(model).eval(),
             example,
@@ -271,8 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `ecgmamba-export-onnx` console script."""
-    from .predict import ECGPredictor
-
     args = build_parser().parse_args(argv)
     try:
         predictor = ECGPredictor.from_pretrained(args.model, trust_remote_code=not args.no_remote_code, device="cpu")
@@ -293,12 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): dynamic batch and length, opset {args.opset}")
     if not args.check:
         return 0
-    from .predict import read_record
-
     session, status = onnx_session(path), 0
     for name in args.check:
         try:
-            values, mask, _ = predictor.prepare(read_record(name))
+            values, mask, _, _ = predictor.prepare(read_record(name))
         except ValueError as err:
             print(f"{name}: not checked: {err}", file=sys.stderr)
             status = 1
@@ -314,12 +222,4 @@ if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
 
-__all__ = [
-    "LogitsOnly",
-    "export_friendly_scan",
-    "export_onnx",
-    "main",
-    "onnx_session",
-    "parallel_selective_scan",
-    "run_onnx",
-]
+__all__ = ["LogitsOnly", "export_onnx", "main", "onnx_session", "run_onnx"]
