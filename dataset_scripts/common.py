@@ -41,6 +41,15 @@ def sex_label(value) -> int:
     return {"male": 0, "m": 0, "0": 0, "female": 1, "f": 1, "1": 1}.get(text, -1)
 
 
+def number_or_none(text) -> float | None:
+    """A header's `#Age: 53` -> 53.0; `NaN`, `Unknown`, empty or absent -> None."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return None if value != value else value  # NaN -> None
+
+
 def label_features(class_names) -> dict:
     """`labels`: multi-hot float32 for the Trainer; `diagnoses`: the same classes as human-readable names."""
     return {
@@ -343,26 +352,31 @@ def stable_hash(text: str) -> int:
 
 
 def prepare(builder, num_proc=None, rebuild: bool = False) -> datasets.DatasetDict:
-    """`download_and_prepare` (a cache hit when these files were prepared with these options) + `as_dataset`;
-    `rebuild=True` prepares again whatever the cache holds."""
+    """`download_and_prepare` + `as_dataset`: a cache hit when these files were prepared with these options.
+
+    Not needed after your files change: the cache is keyed on their fingerprint (`data_fingerprint`), so a changed
+    folder rebuilds by itself; `rebuild=True` prepares again whatever the cache holds."""
     mode = datasets.DownloadMode.FORCE_REDOWNLOAD if rebuild else datasets.DownloadMode.REUSE_DATASET_IF_EXISTS
     builder.download_and_prepare(num_proc=num_proc, download_mode=mode)
     return builder.as_dataset()
 
 
 def summary(dataset_dict: datasets.DatasetDict) -> str:
-    """Records per split and per class, as a small text table."""
+    """Records per split and per class (and per source, where there is a `source` column), as a small text table."""
     names = class_names(dataset_dict)
     splits = list(dataset_dict)
-    counts = {}
+    rows = {"records": [dataset_dict[s].num_rows for s in splits]}
+    source = dataset_dict[splits[0]].features.get("source")
+    if isinstance(source, datasets.ClassLabel):
+        found = [np.bincount(dataset_dict[s]["source"], minlength=source.num_classes) for s in splits]
+        rows.update({f"source {name}": [int(f[i]) for f in found] for i, name in enumerate(source.names)})
     for split in splits:
-        labels = dataset_dict[split].with_format("numpy")["labels"]
-        counts[split] = np.asarray(labels).reshape(-1, len(names)).sum(axis=0).astype(int)
-    width = max(len(n) for n in [*names, "records"]) + 2
+        labels = np.asarray(dataset_dict[split].with_format("numpy")["labels"]).reshape(-1, len(names))
+        for name, count in zip(names, labels.sum(axis=0).astype(int)):
+            rows.setdefault(name, []).append(int(count))
+    width = max(map(len, rows)) + 2
     lines = ["".ljust(width) + "".join(s.rjust(12) for s in splits)]
-    lines.append("records".ljust(width) + "".join(str(dataset_dict[s].num_rows).rjust(12) for s in splits))
-    for i, name in enumerate(names):
-        lines.append(name.ljust(width) + "".join(str(counts[s][i]).rjust(12) for s in splits))
+    lines += [name.ljust(width) + "".join(str(count).rjust(12) for count in counts) for name, counts in rows.items()]
     meta = signal_metadata(dataset_dict)
     lines.append(f"\n{meta['sampling_rate']} Hz, {meta['units']}, leads {' '.join(meta['leads'])}")
     return "\n".join(lines)

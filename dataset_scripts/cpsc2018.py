@@ -49,6 +49,7 @@ from .common import (
     describe,
     label_features,
     multi_hot,
+    number_or_none,
     prepare,
     sex_label,
     signal_feature,
@@ -203,7 +204,7 @@ class CPSC2018(ECGBuilder):
             "input_values": resample_signal(standard_leads_mv(ecg), ecg.sampling_rate, self.config.sampling_rate),
             "labels": multi_hot(record["classes"], len(CLASSES)),
             "diagnoses": record["classes"],
-            "age": _number(ecg.metadata.get("Age")),
+            "age": number_or_none(ecg.metadata.get("Age")),
             "sex": sex_label(ecg.metadata.get("Sex")),
         }
 
@@ -225,14 +226,6 @@ def _find_records(data_dir: Path) -> list[dict]:
     return [found[name] for name in sorted(found)]
 
 
-def _number(text):
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return None if value != value else value  # NaN -> None
-
-
 def load_cpsc2018(
     data_dir,
     sampling_rate: int = 100,
@@ -251,8 +244,7 @@ def load_cpsc2018(
         num_proc: processes that read, resample and encode records while preparing.
         skip_bad_records: drop bad records with one warning instead of raising `ECGDataError`.
         split_seed: seed of the split (see the module doc).
-        rebuild: prepare again even if a cache exists. Not needed after your files change: the cache is keyed on
-            their fingerprint (`dataset_scripts.common.data_fingerprint`), so a changed folder rebuilds by itself.
+        rebuild: prepare again even if a cache exists (a changed folder rebuilds by itself: see `common.prepare`).
 
     Class names: `ds["train"].features["diagnoses"].feature.names` (== `CLASSES`); sampling rate, units and leads:
     `dataset_scripts.signal_metadata(ds)`.

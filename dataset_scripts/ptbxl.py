@@ -319,8 +319,7 @@ def load_ptbxl(
         cache_dir: where the Arrow cache goes (datasets' default cache when None).
         num_proc: processes that read and encode records while preparing.
         skip_bad_records: drop bad records with one warning instead of raising `ECGDataError`.
-        rebuild: prepare again even if a cache exists. Not needed after your files change: the cache is keyed on
-            their fingerprint (`dataset_scripts.common.data_fingerprint`), so a changed folder rebuilds by itself.
+        rebuild: prepare again even if a cache exists (a changed folder rebuilds by itself: see `common.prepare`).
 
     Class names: `ds["train"].features["diagnoses"].feature.names` (the order of `labels`); sampling rate, units
     and leads: `dataset_scripts.signal_metadata(ds)`.
