@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.io
 import wfdb
+from conftest import require_data
 
 from dataset_scripts import CinC2021, ECGDataError, class_names, load_cinc2021, signal_metadata
 from dataset_scripts.cinc2021 import (
@@ -32,13 +33,7 @@ REAL += ["Q0048", "Q0050"]
 
 @pytest.fixture(scope="session")
 def cinc_dir(data_dir):
-    path = data_dir / "cinc2020"
-    if not path.is_dir():
-        message = f"PhysioNet/CinC sample not found at {path}"
-        if os.environ.get("ECGMAMBA_REQUIRE_DATA") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require_data(data_dir / "cinc2020", f"PhysioNet/CinC sample not found at {data_dir / 'cinc2020'}")
 
 
 def table_rows(name):

@@ -2,13 +2,13 @@
 
 import csv
 import logging
-import os
 import shutil
 
 import numpy as np
 import pytest
 import scipy.io
 import wfdb
+from conftest import require_data
 
 from dataset_scripts import CPSC2018, ECGDataError, class_names, load_cpsc2018, signal_metadata
 from dataset_scripts.cpsc2018 import CLASSES, SNOMED, main, read_reference
@@ -19,13 +19,7 @@ LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V
 
 @pytest.fixture(scope="session")
 def cpsc_dir(data_dir):
-    path = data_dir / "cpsc2018"
-    if not path.is_dir():
-        message = f"CPSC2018 sample not found at {path}"
-        if os.environ.get("ECGMAMBA_REQUIRE_DATA") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require_data(data_dir / "cpsc2018", f"CPSC2018 sample not found at {data_dir / 'cpsc2018'}")
 
 
 @pytest.fixture(scope="session")
