@@ -357,11 +357,11 @@ def _find_records(folders: list[Path]) -> list[dict]:
     """Every `.hea` below `folders`, once per file (a folder inside another is read once). A record name found in
     two files gives both an entry saying where the other copy is; a `.mat` without its `.hea` an entry saying so."""
     headers, signals = {}, {}
-    for folder in folders:
+    for folder in folders:  # keyed on the real folder, so that a folder given twice (or inside another) counts once
         for path in folder.rglob("*.hea"):
-            headers.setdefault(path.resolve(), path)
+            headers.setdefault(path.parent.resolve() / path.name, path)
         for path in folder.rglob("*.mat"):
-            signals.setdefault(path.resolve(), path)
+            signals.setdefault(path.parent.resolve() / path.name, path)
     if not headers:
         raise ECGDataError(os.pathsep.join(map(str, folders)), "no PhysioNet/CinC records (.hea headers) found")
     by_name = {}
@@ -375,8 +375,8 @@ def _find_records(folders: list[Path]) -> list[dict]:
             if len(copies) > 1:
                 item["duplicate_of"] = ", ".join(str(other) for other in copies if other != path)
             items.append(item)
-    stems = {path.with_suffix("") for path in headers}
-    orphans = sorted(path for resolved, path in signals.items() if resolved.with_suffix("") not in stems)
+    stems = {key.with_suffix("") for key in headers}
+    orphans = sorted(path for key, path in signals.items() if key.with_suffix("") not in stems)
     return items + [{"record": path.stem, "path": str(path), "orphan": True} for path in orphans]
 
 

@@ -137,8 +137,10 @@ def data_fingerprint(folders) -> str | None:
     included: the change time moves even when the modification time is restored), records added or removed all
     rebuild, while an untouched folder is a cache hit. Anything that touches a file's metadata (`chmod`, `touch`, a
     copy of the folder elsewhere) also rebuilds: a wasted build, never stale data. Cost, measured on the 2-core
-    development machine (warm file-system cache): 0.55 s for 88,000 record files (the size of the PhysioNet/CinC
-    2021 set, or PTB-XL's records100 + records500), about 6 us a file (`python -m benchmarks.data --fingerprint`).
+    development machine with a warm file-system cache (`python -m benchmarks.data --fingerprint 88000`, load average
+    about 5): 0.66 s for 88,000 files (PTB-XL's records100 + records500 hold 87,196), 1.34 s for the 176,506 files
+    of the PhysioNet/CinC 2021 set (88,253 .hea + .mat pairs): 7.5 us a file. A cold cache or a network file system
+    costs more; preparing those records takes minutes.
     """
     lines = []
     for folder in folders:
