@@ -50,10 +50,11 @@ CPSC2018 headers of the shared sample (`cpsc2018/WFDB`) have an empty `#Dx`: the
 which `load_cpsc2018` reads; here they are bad records.
 """
 
-import csv
 import functools
+import logging
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,9 +75,12 @@ from .common import (
     multi_hot,
     number_or_none,
     prepare,
+    read_table,
     sex_label,
     signal_feature,
 )
+
+logger = logging.getLogger(__name__)
 
 # Bump when the output changes (the cache folder is keyed on the version, the options and the files' fingerprint).
 VERSION = datasets.Version("1.0.0")
@@ -132,7 +136,7 @@ def scoring_table(folder: Path = SCORING_DIR) -> ScoringTable:
     """Read and cross-check `dx_mapping_scored.csv`, `dx_mapping_unscored.csv` and `weights.csv` (see the README in
     `cinc2021_scoring/`); an `ECGDataError` naming the file for anything inconsistent."""
     scored_path = folder / "dx_mapping_scored.csv"
-    rows = _csv_rows(scored_path)
+    rows = _table_rows(scored_path)
     abbreviation = {row["SNOMEDCTCode"]: row["Abbreviation"] for row in rows}
     if len(abbreviation) != len(rows) or not all(code.isdigit() for code in abbreviation):
         raise ECGDataError(scored_path, "SNOMEDCTCode must hold distinct numeric codes")
@@ -148,10 +152,9 @@ def scoring_table(folder: Path = SCORING_DIR) -> ScoringTable:
     groups = {frozenset(group) for group in group_of.values()}
 
     weights_path = folder / "weights.csv"
-    with open(weights_path, newline="", encoding="utf-8") as f:
-        table = [[cell.strip() for cell in row] for row in csv.reader(f) if row]
-    header, body = table[0][1:], table[1:]
-    if [row[0] for row in body] != header or any(len(row) != len(header) + 1 for row in body):
+    table = read_table(weights_path, "Challenge weights table", index_col=0, dtype=str)
+    header = [name.strip() for name in table.columns]
+    if [name.strip() for name in table.index] != header:
         raise ECGDataError(weights_path, "not a square table whose rows and columns name the same classes")
     codes = []
     for name in header:
@@ -161,18 +164,22 @@ def scoring_table(folder: Path = SCORING_DIR) -> ScoringTable:
         codes.append(matches[0])
     if set(codes) != groups or len(codes) != len(groups):
         raise ECGDataError(weights_path, f"its classes do not cover the {len(groups)} classes of {scored_path.name}")
-    weights = np.array([[float(cell) for cell in row[1:]] for row in body])
+    try:
+        weights = table.to_numpy(dtype=np.float64)
+    except ValueError as err:
+        raise ECGDataError(weights_path, f"weights must be numbers ({err})") from None
     if not np.allclose(np.diag(weights), 1.0) or weights.min() < 0 or weights.max() > 1:
         raise ECGDataError(weights_path, "weights must lie in [0, 1] with 1 on the diagonal")
     order = list(abbreviation)
     names = tuple("|".join(abbreviation[c] for c in sorted(group, key=order.index)) for group in codes)
-    unscored = frozenset(row["SNOMEDCTCode"] for row in _csv_rows(folder / "dx_mapping_unscored.csv"))
+    unscored = frozenset(row["SNOMEDCTCode"] for row in _table_rows(folder / "dx_mapping_unscored.csv"))
     return ScoringTable(names, tuple(codes), weights, unscored)
 
 
-def _csv_rows(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{key: (value or "").strip() for key, value in row.items()} for row in csv.DictReader(f)]
+def _table_rows(path: Path) -> list[dict]:
+    """The rows of a scoring table as dicts of stripped strings (codes stay text: 67741000119109 is one)."""
+    table = read_table(path, "Challenge scoring table", dtype=str, keep_default_na=False)
+    return [{key: value.strip() for key, value in row.items()} for row in table.to_dict("records")]
 
 
 CLASSES = scoring_table().names
@@ -297,6 +304,15 @@ class CinC2021(ECGBuilder):
 
     def _split_records(self, folders: list[Path]) -> dict[str, list[dict]]:
         records = self._keep_good(_find_records(folders), self._labelled)
+        known = scoring_table().unscored
+        unknown = Counter(code for r in records for code in r["unscored"] if code not in known)
+        if unknown:  # kept in `unscored`, but a code the Challenge's tables never list may be a typo
+            logger.warning(
+                "%s: %d SNOMED CT code(s) in neither of the Challenge's tables, kept in the unscored column: %s",
+                self.DISPLAY_NAME,
+                len(unknown),
+                ", ".join(f"{code} ({count} records)" for code, count in unknown.most_common()),
+            )
         split_of = assign_splits([r["record"] for r in records], self.config.split_seed)
         held_out = self.config.leave_out_source
         if held_out:  # the held-out source is the test split; the others keep their validation records

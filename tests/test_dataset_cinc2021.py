@@ -350,6 +350,21 @@ def test_bad_records_name_the_file_or_are_skipped(tmp_path, change, match, caplo
     assert len(rows_by_record(ds)) == 23 and "skipped 1 bad record(s)" in caplog.text
 
 
+def test_a_code_in_neither_table_is_kept_and_reported(tmp_path, caplog):
+    folder = tmp_path / "d"
+    for i in range(24):
+        write_record(folder, f"JS{i + 1:05d}", ecg(10, 500, i), dx="999999,426783006" if i == 4 else "426783006")
+    with caplog.at_level(logging.WARNING, logger="dataset_scripts"):
+        rows = rows_by_record(load_cinc2021(folder, cache_dir=str(tmp_path / "c")))
+    assert list(rows["JS00005"][1]["unscored"]) == ["999999"] and rows["JS00005"][1]["diagnoses"] == [
+        CLASSES.index("NSR")
+    ]
+    assert (
+        "1 SNOMED CT code(s) in neither of the Challenge's tables" in caplog.text
+        and "999999 (1 records)" in caplog.text
+    )
+
+
 def truncate(path, size):
     path.write_bytes(path.read_bytes()[:-size])
 
