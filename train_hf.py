@@ -1,4 +1,4 @@
-"""Train ECGMamba on PTB-XL or CPSC2018 with the Hugging Face Trainer, through Accelerate.
+"""Train ECGMamba on PTB-XL, CPSC2018 or the PhysioNet/CinC 2021 data with the Hugging Face Trainer, through Accelerate.
 
     accelerate launch train_hf.py --output_dir outputs/ecgmamba-ptbxl                      # the paper's setup
     accelerate launch train_hf.py --dataset cpsc2018 --data_dir path/to/cpsc2018 --output_dir outputs/cpsc
@@ -37,7 +37,16 @@ from transformers import AutoModelForSequenceClassification, HfArgumentParser, T
 from transformers.trainer_utils import get_last_checkpoint
 
 from dataset_scripts import class_names as dataset_class_names
-from ecgmamba_training.data import SOURCES, SetupError, ensure_data, load_splits, resolve_data_dir, resolve_task
+from ecgmamba_training.data import (
+    SOURCES,
+    SetupError,
+    dataset_options,
+    ensure_data,
+    load_splits,
+    metric_options,
+    resolve_data_dir,
+    resolve_task,
+)
 from ecgmamba_training.evaluation import RecordMetrics, final_evaluation, load_metric
 from ecgmamba_training.hub import check_hub_access
 from ecgmamba_training.models import MODEL_TYPES, build_feature_extractor, build_model
@@ -107,8 +116,9 @@ class DataArguments:
     data_dir: str | None = field(
         default=None,
         metadata={
-            "help": "The dataset's folder, or a folder holding ptb-xl/ and cpsc2018/. "
-            "Default: $ECGMAMBA_DATA_DIR/<ptb-xl|cpsc2018>, else ~/.cache/ecgmamba/data/<...>."
+            "help": "The dataset's folder, or a folder holding ptb-xl/, cpsc2018/ or cinc2021/ (for cinc2021: the "
+            "Challenge's training/ folder, or any folder with its records below). "
+            "Default: $ECGMAMBA_DATA_DIR/<ptb-xl|cpsc2018|cinc2021>, else ~/.cache/ecgmamba/data/<...>."
         },
     )
     download: bool = field(default=False, metadata={"help": "Fetch missing data from PhysioNet with wfdb."})
@@ -130,6 +140,21 @@ class DataArguments:
         metadata={"help": "Standardise each lead with statistics of the training split (stored in the preprocessor)."},
     )
     dataset_cache_dir: str | None = field(default=None, metadata={"help": "Cache of the prepared datasets."})
+    rebuild_dataset: bool = field(
+        default=False,
+        metadata={
+            "help": "Prepare the dataset cache again. Not needed after the files change: the cache is keyed on them."
+        },
+    )
+    leave_out_source: str | None = field(
+        default=None,
+        metadata={
+            "help": "cinc2021: a source (e.g. Georgia) whose records form the test split (leave-one-source-out)."
+        },
+    )
+    drop_unscored: bool = field(
+        default=False, metadata={"help": "cinc2021: drop the records that carry none of the 26 scored classes."}
+    )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes preparing the data."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training records."})
     max_eval_samples: int | None = field(
@@ -246,7 +271,14 @@ def prepare_data(data_args, training_args, task: str, window: int, stride: int):
     with training_args.main_process_first(desc="dataset preparation"):
         ensure_data(data_args.dataset, data_dir, data_args.download, data_args.sampling_rate)
         raw = load_splits(
-            data_args.dataset, data_dir, task, data_args.sampling_rate, data_args.dataset_cache_dir, workers
+            data_args.dataset,
+            data_dir,
+            task,
+            data_args.sampling_rate,
+            data_args.dataset_cache_dir,
+            workers,
+            rebuild=data_args.rebuild_dataset and training_args.local_process_index == 0,  # the others then read it
+            **dataset_options(data_args),
         )
         limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples}
         limits["test"] = data_args.max_eval_samples
@@ -285,6 +317,7 @@ def main(argv=None) -> dict:
     with training_args.main_process_first(desc="metric module"):
         metric = load_metric()
     class_names = dataset_class_names(raw)
+    extra_metrics = metric_options(data_args.dataset, class_names)  # the Challenge metric for cinc2021
     split_sizes = {split: len(records) for split, records in raw.items()}
 
     set_seed(training_args.seed)  # the model's initialisation too
@@ -347,7 +380,7 @@ def main(argv=None) -> dict:
         eval_dataset=windows["validation"][0].with_format("numpy"),
         data_collator=collator,
         processing_class=feature_extractor,
-        compute_metrics=RecordMetrics(metric, windows["validation"][1], model.config),
+        compute_metrics=RecordMetrics(metric, windows["validation"][1], model.config, extra_metrics),
         callbacks=[CheckpointFilesCallback(), CropEpochCallback(collator)],
         write_model_card=render_card,
     )
@@ -362,7 +395,7 @@ def main(argv=None) -> dict:
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
 
-    results.update(final_evaluation(trainer, metric, windows, class_names, data_args.bootstrap_samples))
+    results.update(final_evaluation(trainer, metric, windows, class_names, data_args.bootstrap_samples, extra_metrics))
     if training_args.should_save:
         card_context["curves"] = plot_training_curves(trainer.state.log_history, output_dir / CURVES_FILE).name
     if training_args.push_to_hub:  # saves the model (config.json now with the thresholds), renders the card, uploads

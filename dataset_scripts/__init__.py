@@ -1,8 +1,11 @@
-"""`datasets` builders for 12-lead ECG datasets: PTB-XL and CPSC2018.
+"""`datasets` builders for 12-lead ECG datasets: PTB-XL, CPSC2018 and the PhysioNet/CinC Challenge 2020/2021 data.
 
-`load_ptbxl(...)` / `load_cpsc2018(...)` return a `DatasetDict` (train/validation/test) with `input_values`
-(`(samples, 12)` float32 mV, leads in `STANDARD_LEADS` order), `labels` (multi-hot float32) and `diagnoses`
-(class names). `class_names(ds)` and `signal_metadata(ds)` read the label order and the sampling rate back.
+`load_ptbxl(...)` / `load_cpsc2018(...)` / `load_cinc2021(...)` return a `DatasetDict` (train/validation/test) with
+`input_values` (`(samples, 12)` float32 mV, leads in `STANDARD_LEADS` order), `labels` (multi-hot float32) and
+`diagnoses` (class names). `class_names(ds)` and `signal_metadata(ds)` read the label order and the sampling rate back.
+
+The prepared cache is keyed on the builder's version, its options and a fingerprint of the files in `data_dir`: a
+changed label, a record swapped, added or removed rebuilds by itself; `rebuild=True` (`--rebuild`) forces it.
 """
 
 import importlib
@@ -13,6 +16,8 @@ _EXPORTS = {
     "load_ptbxl": "ptbxl",
     "CPSC2018": "cpsc2018",
     "load_cpsc2018": "cpsc2018",
+    "CinC2021": "cinc2021",
+    "load_cinc2021": "cinc2021",
     "ECGDataError": "common",  # the library's one error class (modeling_ecgmamba.ecg_records)
     "class_names": "common",
     "signal_metadata": "common",

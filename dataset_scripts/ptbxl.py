@@ -51,6 +51,7 @@ from .common import (
     label_features,
     multi_hot,
     prepare,
+    read_table,
     sex_label,
     signal_feature,
 )
@@ -99,9 +100,7 @@ METADATA = {
 
 def _statements(data_dir: Path) -> pd.DataFrame:
     path = data_dir / STATEMENTS_CSV
-    if not path.is_file():
-        raise ECGDataError(path, "SCP statement table not found")
-    table = pd.read_csv(path, index_col=0)
+    table = read_table(path, "SCP statement table", index_col=0)
     missing = {"diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass"} - set(table.columns)
     if missing:
         raise ECGDataError(path, f"missing columns {sorted(missing)}")
@@ -207,9 +206,7 @@ class PTBXL(ECGBuilder):
 
     def _rows(self, data_dir: Path) -> list[dict]:
         csv_path = data_dir / DATABASE_CSV
-        if not csv_path.is_file():
-            raise ECGDataError(csv_path, "PTB-XL metadata table not found")
-        table = pd.read_csv(csv_path)
+        table = read_table(csv_path, "PTB-XL metadata table")
         needed = {"ecg_id", "patient_id", "scp_codes", "strat_fold", self._file_column, *METADATA}
         if needed - set(table.columns):
             raise ECGDataError(csv_path, f"missing columns {sorted(needed - set(table.columns))}")
@@ -311,7 +308,7 @@ def load_ptbxl(
     cache_dir=None,
     num_proc: int | None = None,
     skip_bad_records: bool = False,
-    download_mode=None,
+    rebuild: bool = False,
 ) -> datasets.DatasetDict:
     """Prepare (once, cached) and load PTB-XL as a `DatasetDict` with `train`, `validation` and `test`.
 
@@ -322,7 +319,7 @@ def load_ptbxl(
         cache_dir: where the Arrow cache goes (datasets' default cache when None).
         num_proc: processes that read and encode records while preparing.
         skip_bad_records: drop bad records with one warning instead of raising `ECGDataError`.
-        download_mode: `"force_redownload"` rebuilds the cache (e.g. after your files changed).
+        rebuild: prepare again even if a cache exists (a changed folder rebuilds by itself: see `common.prepare`).
 
     Class names: `ds["train"].features["diagnoses"].feature.names` (the order of `labels`); sampling rate, units
     and leads: `dataset_scripts.signal_metadata(ds)`.
@@ -334,7 +331,7 @@ def load_ptbxl(
         sampling_rate=sampling_rate,
         skip_bad_records=skip_bad_records,
     )
-    return prepare(builder, num_proc=num_proc, download_mode=download_mode)
+    return prepare(builder, num_proc=num_proc, rebuild=rebuild)
 
 
 def main(argv=None):

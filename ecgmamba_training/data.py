@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
-from dataset_scripts import load_cpsc2018, load_ptbxl
+from dataset_scripts import load_cinc2021, load_cpsc2018, load_ptbxl
+from dataset_scripts.cinc2021 import challenge_weights, scoring_table
 
 logger = logging.getLogger("train_hf")
 
@@ -38,12 +39,21 @@ SOURCES = {
         "https://physionet.org/content/challenge-2020/1.0.2/training/cpsc_2018/",
         "CC BY 4.0 (PhysioNet/CinC Challenge 2020 redistribution)",
     ),
+    "cinc2021": DatasetSource(
+        "PhysioNet/CinC Challenge 2021",
+        "cinc2021",
+        "challenge-2021/1.0.3",
+        "https://physionet.org/content/challenge-2021/1.0.3/",
+        "CC BY 4.0",
+    ),
 }
+# Options of one dataset's builder only (DataArguments field -> builder keyword).
+DATASET_OPTIONS = {"cinc2021": ("leave_out_source", "drop_unscored")}
 
 
 def resolve_data_dir(dataset: str, data_dir: str | None) -> Path:
-    """The dataset's folder: `data_dir` itself, or `data_dir/<ptb-xl|cpsc2018>` when it holds the dataset folders;
-    without `data_dir`, `$ECGMAMBA_DATA_DIR/<folder>` (default root `~/.cache/ecgmamba/data`)."""
+    """The dataset's folder: `data_dir` itself, or `data_dir/<ptb-xl|cpsc2018|cinc2021>` when it holds the dataset
+    folders; without `data_dir`, `$ECGMAMBA_DATA_DIR/<folder>` (default root `~/.cache/ecgmamba/data`)."""
     source = SOURCES[dataset]
     if data_dir:
         path = Path(data_dir).expanduser()
@@ -62,6 +72,11 @@ def ensure_data(dataset: str, path: Path, download: bool, sampling_rate: int) ->
     """Return `path` if it holds the dataset; with `download`, fetch what is missing first; else a SetupError that
     says where to put the data."""
     source = SOURCES[dataset]
+    if download and dataset == "cinc2021":
+        raise SetupError(
+            f"--download does not fetch {source.name} (88,253 records from seven databases): download its "
+            f"training/ folder from {source.url} yourself, then pass --data_dir."
+        )
     if download and (dataset == "ptbxl" or not has_data(dataset, path)):
         try:
             (download_ptbxl if dataset == "ptbxl" else download_cpsc2018)(path, sampling_rate)
@@ -120,15 +135,38 @@ def download_cpsc2018(path: Path, sampling_rate: int):
 
 
 def resolve_task(dataset: str, task: str | None) -> str:
-    """PTB-XL's label task (default superdiagnostic); CPSC2018 has one label set, `default`."""
+    """PTB-XL's label task (default superdiagnostic); CPSC2018 and the CinC 2021 data have one label set, `default`."""
     if dataset == "ptbxl":
         return task or "superdiagnostic"
     if task not in (None, "default"):
-        raise SetupError(f"CPSC2018 has one label set (nine classes); --task {task!r} applies to PTB-XL only.")
+        raise SetupError(f"{SOURCES[dataset].name} has one label set; --task {task!r} applies to PTB-XL only.")
     return "default"
 
 
-def load_splits(dataset: str, data_dir: Path, task: str, sampling_rate: int, cache_dir, num_proc):
+def dataset_options(data_args) -> dict:
+    """The builder options of `data_args` that belong to its dataset; a SetupError for one set on another dataset."""
+    own = DATASET_OPTIONS.get(data_args.dataset, ())
+    for dataset, names in DATASET_OPTIONS.items():
+        for name in set(names) - set(own):
+            if getattr(data_args, name):
+                raise SetupError(f"--{name} applies to --dataset {dataset} only.")
+    return {name: getattr(data_args, name) for name in own}
+
+
+def load_splits(
+    dataset: str, data_dir: Path, task: str, sampling_rate: int, cache_dir, num_proc, rebuild=False, **options
+):
+    """The dataset's `DatasetDict`; `rebuild` prepares its cache again, `options` go to its builder."""
+    common = dict(sampling_rate=sampling_rate, cache_dir=cache_dir, num_proc=num_proc, rebuild=rebuild)
     if dataset == "ptbxl":
-        return load_ptbxl(data_dir, task=task, sampling_rate=sampling_rate, cache_dir=cache_dir, num_proc=num_proc)
-    return load_cpsc2018(data_dir, sampling_rate=sampling_rate, cache_dir=cache_dir, num_proc=num_proc)
+        return load_ptbxl(data_dir, task=task, **common, **options)
+    if dataset == "cpsc2018":
+        return load_cpsc2018(data_dir, **common, **options)
+    return load_cinc2021(data_dir, **common, **options)
+
+
+def metric_options(dataset: str, class_names) -> dict:
+    """Extra options of the metric module for a dataset: the PhysioNet/CinC Challenge metric for cinc2021."""
+    if dataset != "cinc2021":
+        return {}
+    return {"challenge_weights": challenge_weights(class_names), "normal_class": scoring_table().normal_class}

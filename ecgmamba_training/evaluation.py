@@ -49,7 +49,7 @@ def record_predictions(window_logits, window_labels, record_index, config):
 def scalar_metrics(results: dict, class_names) -> dict:
     """The loggable part of the metric module's results: headline scalars plus `auc_<class>`."""
     flat = {name: results[name] for name in SCALAR_METRICS}
-    for name in ("macro_auc_ci_low", "macro_auc_ci_high"):
+    for name in ("challenge_score", "macro_auc_ci_low", "macro_auc_ci_high"):
         if name in results:
             flat[name] = results[name]
     for name, auc in zip(class_names, results["per_class_auc"]):
@@ -60,23 +60,31 @@ def scalar_metrics(results: dict, class_names) -> dict:
 class RecordMetrics:
     """`compute_metrics` for the Trainer's evaluations of the validation split: aggregates windows per record as the
     model's config says and scores with the `ecg_multilabel` metric, F1 at thresholds chosen on that same split (so
-    optimistic; the test split is scored after training with the validation thresholds)."""
+    optimistic; the test split is scored after training with the validation thresholds). `options` go to the metric
+    (the Challenge metric's weights for cinc2021: `ecgmamba_training.data.metric_options`)."""
 
-    def __init__(self, metric, record_index, config):
+    def __init__(self, metric, record_index, config, options=None):
         self.metric = metric
         self.record_index = record_index
         self.config = config
+        self.options = options or {}
 
     def __call__(self, eval_prediction) -> dict:
         scores, labels = record_predictions(
             eval_prediction.predictions, eval_prediction.label_ids, self.record_index, self.config
         )
-        results = self.metric.compute(predictions=scores.probabilities, references=labels, find_thresholds=True)
         class_names = [str(self.config.id2label[i]) for i in range(self.config.num_labels)]
+        results = self.metric.compute(
+            predictions=scores.probabilities,
+            references=labels,
+            find_thresholds=True,
+            class_names=class_names,
+            **self.options,
+        )
         return scalar_metrics(results, class_names)
 
 
-def final_evaluation(trainer, metric, windows, class_names, bootstrap_samples: int) -> dict:
+def final_evaluation(trainer, metric, windows, class_names, bootstrap_samples: int, options=None) -> dict:
     """Per record: thresholds chosen on validation (into config.thresholds), then the test split once, with a
     bootstrap interval. Writes validation_results.json, test_results.json and test_probabilities.npz."""
     trainer.compute_metrics = None  # the Trainer's metrics are per window; these are per record
@@ -86,13 +94,18 @@ def final_evaluation(trainer, metric, windows, class_names, bootstrap_samples: i
         scores, labels = record_predictions(output.predictions, output.label_ids, record_index, trainer.model.config)
         probabilities = scores.probabilities
         if split == "validation":
-            options = {"find_thresholds": True}
+            split_options = {"find_thresholds": True}
         elif trainer.is_world_process_zero():
-            options = {"thresholds": trainer.model.config.thresholds, "bootstrap_samples": bootstrap_samples}
+            split_options = {"thresholds": trainer.model.config.thresholds, "bootstrap_samples": bootstrap_samples}
         else:
             continue
         results[split] = metric.compute(
-            predictions=probabilities, references=labels, class_names=class_names, seed=trainer.args.seed, **options
+            predictions=probabilities,
+            references=labels,
+            class_names=class_names,
+            seed=trainer.args.seed,
+            **split_options,
+            **(options or {}),
         )
         results[split].update(positives=labels.sum(0).astype(int).tolist(), loss=output.metrics[f"{split}_loss"])
         if split == "test" and trainer.args.should_save:

@@ -53,6 +53,8 @@ def results_tables(test: dict, validation: dict | None) -> tuple[str, str]:
         ("Accuracy (exact match)", _fmt(test["accuracy"]), "accuracy"),
         ("Fmax", _fmt(test["fmax"]), "fmax"),
     ]
+    if "challenge_score" in test:
+        rows.append(("PhysioNet/CinC 2021 Challenge metric", _fmt(test["challenge_score"]), "challenge_score"))
     header = "| Metric | Test (95% CI) | Validation |\n|---|---|---|\n"
     summary = header + "\n".join(
         f"| {name} | {value} | {_fmt(validation[key]) if validation else 'n/a'} |" for name, value, key in rows
@@ -92,6 +94,9 @@ def write_model_card(
             "fmax": "Fmax",
         }
         types = {"macro_auc": "roc_auc", "macro_f1": "f1", "sample_f1": "f1", "accuracy": "accuracy", "fmax": "fmax"}
+        if "challenge_score" in test:
+            names["challenge_score"] = "PhysioNet/CinC 2021 Challenge metric"
+            types["challenge_score"] = "challenge_score"
         eval_results = [
             EvalResult(metric_type=types[key], metric_name=name, metric_value=round(float(test[key]), 4), **common)
             for key, name in names.items()
@@ -166,7 +171,8 @@ def print_summary(model, results, class_names, output_dir, seconds, split_sizes,
         ),
         *(
             f"  {name:<14} {flat[name]:.3f}   (validation {validation[name]:.3f})"
-            for name in ("macro_f1", "sample_f1", "accuracy", "fmax")
+            for name in ("macro_f1", "sample_f1", "accuracy", "fmax", "challenge_score")
+            if name in flat
         ),
         "  per-class AUC  " + ", ".join(f"{n} {flat['auc_' + n]:.3f}" for n in class_names),
         f"Saved in {output_dir}: {', '.join(sorted(p.name for p in output_dir.iterdir() if p.is_file()))}",

@@ -16,15 +16,22 @@ def _data_root() -> Path:
     return Path(os.environ.get("ECGMAMBA_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
 
 
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    """The folder holding `ptb-xl/` and `cpsc2018/` (env `ECGMAMBA_DATA_DIR`, default `../shared/data`)."""
-    root = _data_root()
-    if not (root / "ptb-xl").is_dir():
-        message = f"real ECG data not found at {root} (set ECGMAMBA_DATA_DIR to the folder holding ptb-xl/)"
+def require_data(path: Path, message: str) -> Path:
+    """`path` if it exists; otherwise skip the test, or fail it where `ECGMAMBA_REQUIRE_DATA=1` says data must be."""
+    if not path.exists():
         if os.environ.get("ECGMAMBA_REQUIRE_DATA") == "1":
             pytest.fail(message)
         pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The folder holding `ptb-xl/`, `cpsc2018/` and `cinc2020/` (env `ECGMAMBA_DATA_DIR`, default `../shared/data`)."""
+    root = _data_root()
+    require_data(
+        root / "ptb-xl", f"real ECG data not found at {root} (set ECGMAMBA_DATA_DIR to the folder holding ptb-xl/)"
+    )
     return root
 
 

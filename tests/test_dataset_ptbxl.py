@@ -243,7 +243,9 @@ def test_nan_samples(tmp_path):
     signal, _ = wfdb.rdsamp(str(root / "records100/00000/00004_lr"))
     signal[10:20, 6] = np.nan
     write_record(root / "records100/00000", "00004_lr", signal)
-    expect_error(root, tmp_path, r"00004_lr\.hea: 10 missing \(NaN/inf\) samples in lead\(s\) \['V1'\] at 0\.10-0\.20 s")
+    expect_error(
+        root, tmp_path, r"00004_lr\.hea: 10 missing \(NaN/inf\) samples in lead\(s\) \['V1'\] at 0\.10-0\.20 s"
+    )
 
 
 def test_unknown_scp_code(tmp_path):
@@ -300,7 +302,7 @@ def test_cache_is_keyed_on_version_rate_and_folder(ptbxl_dir, tmp_path):
     lo = PTBXL(config_name="rhythm", data_dir=str(ptbxl_dir), cache_dir=str(tmp_path))
     hi = PTBXL(config_name="rhythm", data_dir=str(ptbxl_dir), cache_dir=str(tmp_path), sampling_rate=500)
     other = PTBXL(config_name="rhythm", data_dir=str(make_ptbxl(tmp_path / "copy")), cache_dir=str(tmp_path))
-    assert lo.config.version == PTBXL.VERSION and lo.cache_dir.endswith(str(PTBXL.VERSION))
+    assert lo.config.version == PTBXL.VERSION and lo.cache_dir.endswith(f"/{PTBXL.VERSION}/{lo.hash}")
     assert len({lo.cache_dir, hi.cache_dir, other.cache_dir}) == 3
 
 

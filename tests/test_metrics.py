@@ -123,3 +123,84 @@ def test_bad_inputs_say_what_is_wrong(predictions, references, message):
         ecg_multilabel.multilabel_metrics(predictions, references)
     with pytest.raises(ValueError, match="3 thresholds for 2 classes"):
         ecg_multilabel.multilabel_metrics([[0.2, 0.3]], [[1, 0]], thresholds=[0.5, 0.5, 0.5])
+
+
+# ------------------------------------------------------------------------------------------------ Challenge metric
+
+# Three classes: A and B related (half credit), N the normal (inactive) class.
+WEIGHTS = [[1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]]
+
+
+def official_definition(labels, outputs, weights, normal):
+    """The Challenge metric as its evaluation code defines it, record by record and pair by pair."""
+    labels, outputs, weights = np.asarray(labels, bool), np.asarray(outputs, bool), np.asarray(weights)
+
+    def score(predicted):
+        total = 0.0
+        for truth, guess in zip(labels, predicted):
+            shared = max(int((truth | guess).sum()), 1)
+            total += sum(weights[j, k] / shared for j in np.flatnonzero(truth) for k in np.flatnonzero(guess))
+        return total
+
+    inactive = np.zeros_like(labels)
+    inactive[:, normal] = True
+    observed, correct, baseline = score(outputs), score(labels), score(inactive)
+    return (observed - baseline) / (correct - baseline) if correct != baseline else 0.0
+
+
+def test_challenge_score_by_hand():
+    labels = [[1, 0, 0], [0, 0, 1], [1, 1, 0]]
+    outputs = [[0, 1, 0], [0, 0, 1], [1, 0, 0]]
+    # observed: 0.5 * 0.5 (A read as B, two classes involved) + 1 (N) + (1 + 0.5) / 2 (A, B read as A) = 2.0
+    # correct: 1 + 1 + (1 + 0.5 + 0.5 + 1) / 2 = 3.5; inactive (N everywhere): 0 + 1 + 0 = 1 -> (2 - 1) / 2.5
+    assert ecg_multilabel.challenge_score(labels, outputs, WEIGHTS, 2) == pytest.approx(0.4)
+    assert ecg_multilabel.challenge_score(labels, labels, WEIGHTS, 2) == pytest.approx(1.0)
+    assert ecg_multilabel.challenge_score(labels, [[0, 0, 1]] * 3, WEIGHTS, 2) == pytest.approx(0.0)
+    # Worse than the inactive baseline is negative; a record with no true class earns and costs nothing.
+    assert ecg_multilabel.challenge_score(labels, [[0, 0, 0]] * 3, WEIGHTS, 2) == pytest.approx(-1 / 2.5)
+    extra = ecg_multilabel.challenge_score([*labels, [0, 0, 0]], [*outputs, [1, 1, 1]], WEIGHTS, 2)
+    assert extra == pytest.approx(0.4)
+    # Only normal records: the two baselines agree and the score is 0 by definition.
+    assert ecg_multilabel.challenge_score([[0, 0, 1]] * 2, [[1, 0, 0]] * 2, WEIGHTS, 2) == 0.0
+
+
+def test_challenge_score_matches_the_official_definition_with_the_challenge_weights():
+    from dataset_scripts.cinc2021 import CLASSES, challenge_weights
+
+    weights = challenge_weights()
+    normal = CLASSES.index("NSR")
+    rng = np.random.default_rng(0)
+    labels = rng.random((300, 26)) < 0.08
+    outputs = labels ^ (rng.random((300, 26)) < 0.05)  # mostly right, with misses and false alarms
+    expected = official_definition(labels, outputs, weights, normal)
+    assert ecg_multilabel.challenge_score(labels, outputs, weights, normal) == pytest.approx(expected, abs=1e-12)
+    assert 0 < expected < 1
+    # Partial credit: AF read as atrial flutter earns the table's 0.5 where an unrelated class earns less.
+    af, afl, pvc = CLASSES.index("AF"), CLASSES.index("AFL"), CLASSES.index("PVC|VPB")
+    truth = np.zeros((1, 26), bool)
+    truth[0, af] = True
+    near, far = truth.copy(), truth.copy()
+    near[0, [af, afl]] = False, True
+    far[0, [af, pvc]] = False, True
+    assert ecg_multilabel.challenge_score(truth, near, weights, normal) > ecg_multilabel.challenge_score(
+        truth, far, weights, normal
+    )
+
+
+def test_challenge_score_through_the_metric_module(metric):
+    scores, labels = synthetic(classes=3, seed=6)
+    names = ["A", "B", "N"]
+    results = metric.compute(
+        predictions=scores, references=labels, class_names=names, challenge_weights=WEIGHTS, normal_class="N"
+    )
+    predicted = scores >= 0.5
+    assert results["challenge_score"] == pytest.approx(official_definition(labels, predicted, WEIGHTS, 2))
+    assert "challenge_score" not in metric.compute(predictions=scores, references=labels)
+    with pytest.raises(ValueError, match="finite 3 x 3 matrix"):
+        ecg_multilabel.multilabel_metrics(scores, labels, challenge_weights=[[1.0]], normal_class=0)
+    with pytest.raises(ValueError, match="needs normal_class"):
+        ecg_multilabel.multilabel_metrics(scores, labels, challenge_weights=WEIGHTS)
+    with pytest.raises(ValueError, match="'X' is not among class_names"):
+        ecg_multilabel.multilabel_metrics(
+            scores, labels, class_names=names, challenge_weights=WEIGHTS, normal_class="X"
+        )

@@ -1,5 +1,5 @@
-"""Multi-label ECG classification metrics (macro ROC-AUC, per-class AUC, F1 with per-class thresholds, Fmax) as an
-`evaluate` module that works offline.
+"""Multi-label ECG classification metrics (macro ROC-AUC, per-class AUC, F1 with per-class thresholds, Fmax, and the
+PhysioNet/CinC Challenge 2021 metric) as an `evaluate` module that works offline.
 
 ```python
 import evaluate
@@ -33,6 +33,13 @@ Metrics for multi-label classification of ECG records (e.g. PTB-XL, CPSC2018), f
   records with at least one predicted class, recall over records with at least one true class.
 - With `bootstrap_samples=N`: a percentile confidence interval of `macro_auc` from N resamples of the records
   (resamples where an evaluable class has only positives or only negatives are drawn again).
+- With `challenge_weights` (and `normal_class`): `challenge_score`, the PhysioNet/CinC Challenge 2021 metric of the
+  thresholded predictions (Reyna et al. 2021). Each record spreads one unit of credit over the pairs (true class j,
+  predicted class k), divided by the number of classes that are true or predicted for it; a pair earns
+  `challenge_weights[j][k]` (1 for the right class, partial credit for a related one, 0 for an unrelated one). The
+  sum is normalised so that predicting the true classes scores 1 and predicting `normal_class` (sinus rhythm) for
+  every record scores 0: `(observed - inactive) / (correct - inactive)`, 0 when the two baselines are equal. It can
+  be negative. A record with no true class earns nothing, whatever is predicted for it.
 """
 
 _KWARGS_DESCRIPTION = """\
@@ -47,10 +54,14 @@ Args:
     bootstrap_samples (`int`, *optional*, defaults to 0): resamples for the macro-AUC confidence interval (0: none).
     confidence_level (`float`, *optional*, defaults to 0.95): level of that interval.
     seed (`int`, *optional*, defaults to 0): seed of the resampling.
+    challenge_weights (`list[list[float]]`, *optional*): the Challenge's reward matrix for these classes, in their
+        order (`dataset_scripts.cinc2021.challenge_weights(class_names)`); adds `challenge_score`.
+    normal_class (`int` or `str`, *optional*): the inactive class of `challenge_score` (sinus rhythm), as a column
+        index or a name of `class_names`; required with `challenge_weights`.
 Returns:
     `macro_auc`, `per_class_auc`, `macro_f1`, `sample_f1`, `per_class_f1`, `accuracy`, `fmax`, `thresholds`,
     `num_records`; `macro_auc_ci_low`, `macro_auc_ci_high`, `bootstrap_samples`, `confidence_level` with bootstrap;
-    `class_names` when given.
+    `challenge_score` with `challenge_weights`; `class_names` when given.
 Example:
     >>> metric = evaluate.load("./metrics/ecg_multilabel")
     >>> metric.compute(predictions=[[0.9, 0.2], [0.1, 0.5], [0.8, 0.6]], references=[[1, 0], [0, 1], [1, 0]])["macro_auc"]
@@ -63,6 +74,11 @@ _CITATION = """\
   author={Strodthoff, Nils and Wagner, Patrick and Schaeffter, Tobias and Samek, Wojciech},
   journal={IEEE Journal of Biomedical and Health Informatics},
   volume={25}, number={5}, pages={1519--1528}, year={2021}
+}
+@inproceedings{reyna2021will,
+  title={Will Two Do? Varying Dimensions in Electrocardiography: The {PhysioNet/Computing in Cardiology} Challenge 2021},
+  author={Reyna, Matthew A. and others},
+  booktitle={2021 Computing in Cardiology (CinC)}, volume={48}, year={2021}
 }
 """
 
@@ -171,6 +187,42 @@ def bootstrap_macro_auc(
     return float(low), float(high)
 
 
+def challenge_score(labels, outputs, weights, normal_class: int) -> float:
+    """The PhysioNet/CinC Challenge 2021 metric of binary `outputs` against `labels` (both `(records, classes)`)
+    with the reward matrix `weights` `(classes, classes)`, normalised by the inactive baseline (every record
+    predicted `normal_class` only) and the perfect one: see the module description."""
+    labels, outputs = np.asarray(labels, dtype=bool), np.asarray(outputs, dtype=bool)
+    weights = np.asarray(weights, dtype=np.float64)
+
+    def reward(predicted):
+        # A[j, k]: credit moved from true class j to predicted class k, each record's unit shared by its classes.
+        union = np.maximum((labels | predicted).sum(1), 1)
+        credit = (labels / union[:, None]).T @ predicted
+        return float((weights * credit).sum())
+
+    inactive = np.zeros_like(labels)
+    inactive[:, normal_class] = True
+    observed, correct, baseline = reward(outputs), reward(labels), reward(inactive)
+    return (observed - baseline) / (correct - baseline) if correct != baseline else 0.0
+
+
+def _challenge_inputs(weights, normal_class, class_names, num_classes: int) -> tuple[np.ndarray, int]:
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (num_classes, num_classes) or not np.isfinite(weights).all():
+        raise ValueError(
+            f"challenge_weights must be a finite {num_classes} x {num_classes} matrix, got {weights.shape}."
+        )
+    if isinstance(normal_class, str):
+        if class_names is None or normal_class not in class_names:
+            raise ValueError(f"normal_class {normal_class!r} is not among class_names {class_names}.")
+        normal_class = list(class_names).index(normal_class)
+    if normal_class is None or not 0 <= int(normal_class) < num_classes:
+        raise ValueError(
+            f"challenge_weights needs normal_class, a column index in 0..{num_classes - 1} or a class name."
+        )
+    return weights, int(normal_class)
+
+
 def multilabel_metrics(
     predictions,
     references,
@@ -180,12 +232,16 @@ def multilabel_metrics(
     bootstrap_samples: int = 0,
     confidence_level: float = 0.95,
     seed: int = 0,
+    challenge_weights=None,
+    normal_class=None,
 ) -> dict:
     """All the metrics of this module as a dict (see the module's description)."""
     scores, labels = check_inputs(predictions, references)
     num_classes = labels.shape[1]
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class_names for {num_classes} classes.")
+    if challenge_weights is not None:
+        challenge_weights, normal_class = _challenge_inputs(challenge_weights, normal_class, class_names, num_classes)
     if find_thresholds:
         thresholds = best_f1_thresholds(scores, labels)
     elif thresholds is None:
@@ -212,6 +268,8 @@ def multilabel_metrics(
         "thresholds": thresholds,
         "num_records": int(len(labels)),
     }
+    if challenge_weights is not None:
+        results["challenge_score"] = challenge_score(labels, predicted, challenge_weights, normal_class)
     if bootstrap_samples:
         low, high = bootstrap_macro_auc(scores, labels, int(bootstrap_samples), confidence_level, seed)
         results.update(
@@ -241,9 +299,11 @@ class EcgMultilabel(evaluate.Metric):
             reference_urls=[
                 "https://scikit-learn.org/stable/modules/model_evaluation.html",
                 "https://github.com/helme/ecg_ptbxl_benchmarking",
+                "https://physionetchallenges.org/2021/",
             ],
         )
 
     def _compute(self, predictions, references, **options):
-        # options: thresholds, find_thresholds, class_names, bootstrap_samples, confidence_level, seed
+        # options: thresholds, find_thresholds, class_names, bootstrap_samples, confidence_level, seed,
+        # challenge_weights, normal_class
         return multilabel_metrics(predictions, references, **options)
