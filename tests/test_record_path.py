@@ -12,7 +12,7 @@ import wfdb
 from test_predict import make_checkpoint
 
 import train_hf
-from dataset_scripts import load_cpsc2018, load_ptbxl
+from dataset_scripts import load_cinc2021, load_cpsc2018, load_ptbxl
 from ecgmamba_apps.explain import explain_record
 from ecgmamba_apps.predict import main as predict_main
 from ecgmamba_training import evaluation, windows
@@ -173,6 +173,14 @@ def test_every_sample_record_reads_the_same_through_the_builder_and_the_cli(data
             np.testing.assert_array_equal(row["input_values"], extractor_array(extractor, path), err_msg=str(path))
             count += 1
     assert count == 20  # ten original .mat structs and ten CinC WFDB records
+    cinc = load_cinc2021(data_dir / "cinc2020", sampling_rate=100, cache_dir=str(tmp_path))
+    headers = {p.stem: p for p in (data_dir / "cinc2020").glob("*.hea")}
+    read = [row["record"] for split in cinc for row in cinc[split]]
+    assert sorted(read) == sorted(headers)  # CPSC2018-Extra, Georgia (with its header quirk) and PTB-XL's HR record
+    for split in cinc:
+        for row in cinc[split].with_format("numpy"):
+            path = headers[row["record"]]
+            np.testing.assert_array_equal(row["input_values"], extractor_array(extractor, path), err_msg=str(path))
 
 
 def test_cinc2020_records_read_as_wfdb_says_and_the_georgia_quirk(data_dir, tmp_path):
