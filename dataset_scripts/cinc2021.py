@@ -371,17 +371,18 @@ class CinC2021(ECGBuilder):
 
 def _find_records(folders: list[Path]) -> list[dict]:
     """Every `.hea` below `folders`, once per file (a folder inside another is read once). A record name found in
-    two files gives both an entry saying where the other copy is; a `.mat` without its `.hea` an entry saying so."""
+    two files gives both an entry saying where the other copy is (in the order the folders were given, so the first
+    error names the same file on every machine); a `.mat` without its `.hea` an entry saying so."""
     headers, signals = {}, {}
     for folder in folders:  # keyed on the real folder, so that a folder given twice (or inside another) counts once
-        for path in folder.rglob("*.hea"):
+        for path in sorted(folder.rglob("*.hea")):
             headers.setdefault(path.parent.resolve() / path.name, path)
         for path in folder.rglob("*.mat"):
             signals.setdefault(path.parent.resolve() / path.name, path)
     if not headers:
         raise ECGDataError(os.pathsep.join(map(str, folders)), "no PhysioNet/CinC records (.hea headers) found")
     by_name = {}
-    for path in sorted(headers.values()):
+    for path in headers.values():
         by_name.setdefault(path.stem, []).append(path)
     items = []
     for name in sorted(by_name):

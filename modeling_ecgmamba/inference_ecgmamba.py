@@ -100,7 +100,9 @@ def record_scores(window_logits, config, record_index=None, aggregation=None, th
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         window_probabilities = exp / exp.sum(axis=1, keepdims=True)
     else:
-        window_probabilities = 1.0 / (1.0 + np.exp(-logits))
+        # exp(-|x|) never overflows: a sigmoid that is exact for logits of any size
+        e = np.exp(-np.abs(logits))
+        window_probabilities = np.where(logits >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
     aggregation = aggregation or getattr(config, "window_aggregation", None) or "mean"
     if aggregation not in WINDOW_AGGREGATIONS:

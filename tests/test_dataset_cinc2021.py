@@ -313,7 +313,7 @@ def test_several_folders_duplicates_and_an_edited_header(cinc_dir, tmp_path, cap
     # The same record name in two folders.
     for suffix in ("hea", "mat"):
         shutil.copy(cinc_dir / f"Q0010.{suffix}", mine / f"Q0010.{suffix}")
-    with pytest.raises(ECGDataError, match=r"mine/Q0010\.hea: record Q0010 also at .*cinc2020/Q0010\.hea"):
+    with pytest.raises(ECGDataError, match=r"cinc2020/Q0010\.hea: record Q0010 also at .*mine/Q0010\.hea"):
         load_cinc2021([cinc_dir, mine], cache_dir=cache)
     with caplog.at_level(logging.WARNING, logger="dataset_scripts"):
         kept = rows_by_record(load_cinc2021([cinc_dir, mine], cache_dir=cache, skip_bad_records=True))
