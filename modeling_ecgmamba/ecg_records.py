@@ -65,12 +65,13 @@ MIN_SAMPLING_RATE, MAX_SAMPLING_RATE = 50.0, 20_000.0
 
 # Amplitude plausibility. The statistic: each lead's robust peak-to-peak (0.5th to 99.5th percentile) over the first
 # 60 s, in mV, and its median over the leads that are not constant. Measured on every real record at hand with
-# `python -m benchmarks.amplitudes` (833 records: PTB-XL at 100 and 500 Hz, CPSC2018 .mat and WFDB, CinC 2020 incl.
-# Georgia (gain 4880/mV) and the PTB-XL copy HR00599 (gain 200/mV)): min 0.133 mV (Georgia E00015), 1st percentile
-# 0.60, median 1.12, 99th percentile 2.83, max 4.79 mV (CPSC-Extra Q0010); PTB-XL's low-voltage (LVOLT) records
-# 0.58-0.68 mV. Accepted: 0.02-8 mV, 6.6x below the lowest and 1.7x above the highest record measured. Refused: uV or
-# ADC counts read as mV (x1000 or more), V (x0.001), a unit of uV written for samples in mV, and x10 mistakes (a
-# header gain of 100 instead of 1000 per mV) of every record above 0.8 mV (89% of the records measured).
+# `ECGMAMBA_DATA_DIR=../shared/data python -m benchmarks.amplitudes` (833 records: PTB-XL at 100 and 500 Hz, CPSC2018
+# .mat and WFDB, CinC 2020 incl. Georgia (gain 4880/mV) and the PTB-XL copy HR00599 (gain 200/mV)): min 0.133 mV
+# (Georgia E00015), 1st percentile 0.60, median 1.12, 99th percentile 2.83, max 4.79 mV (CPSC-Extra Q0010); PTB-XL's
+# low-voltage (LVOLT) records 0.58-0.68 mV. Accepted: 0.02-8 mV, 6.6x below the lowest and 1.7x above the highest
+# record measured. Refused: uV or ADC counts read as mV (x1000 or more), V (x0.001), a unit of uV written for samples
+# in mV, and x10 mistakes (a header gain of 100 instead of 1000 per mV) of every record above 0.8 mV (89% of the
+# records measured; a x10 low-voltage record stays within what real records measure).
 AMPLITUDE_RANGE_MV = (0.02, 8.0)
 AMPLITUDE_CHECK_SECONDS = 60.0
 CHUNK_SECONDS = 60.0  # records are read, checked and resampled a minute at a time
@@ -140,11 +141,12 @@ def check_ecg_amplitude(signal_mv, sampling_rate: float, name, units: Sequence[s
             "in mV given or labelled as uV (units=..., or the header's unit) are divided by 1000; check the units and "
             "the header gain"
         )
+    seen = f"{value:.3g}" if value < 1000 else f"{value:.0f}"
     given = sorted({str(unit) for unit in ([units] if isinstance(units, str) else units or [])})
     said = f" (read as {', '.join(given)})" if given and given != ["mV"] else ""
     raise ECGDataError(
         name,
-        f"implausible amplitude for an ECG in mV{said}: the median peak-to-peak of the leads is {value:.3g} mV "
+        f"implausible amplitude for an ECG in mV{said}: the median peak-to-peak of the leads is {seen} mV "
         f"(0.5-99.5th percentiles over the first {AMPLITUDE_CHECK_SECONDS:g} s; real 12-lead records measure about "
         f"0.13-4.8 mV, accepted {low:g}-{high:g} mV): {hint}. If the amplitude is real, turn the check off "
         "(check_amplitude=False, --no-amplitude-check)",
@@ -383,8 +385,8 @@ def select_ecg_leads(record: ECGRecord) -> ECGRecord:
 def standard_leads_mv(
     record: ECGRecord, leads: Sequence[str] = STANDARD_LEADS, check_amplitude: bool = True
 ) -> np.ndarray:
-    """The record as float32 `(samples, len(leads))` millivolts in the given lead order, every sample finite and (unless
-    `check_amplitude=False`) the amplitude of an ECG in mV: what the dataset builders store. Other channels are
+    """The record as float32 `(samples, len(leads))` millivolts in the given lead order, every sample finite and
+    (unless `check_amplitude=False`) the amplitude of an ECG in mV: what the dataset builders store. Other channels are
     dropped; missing leads or samples, or an implausible amplitude, raise an `ECGDataError`."""
     columns = lead_columns(record.lead_names, leads, record.name, ignore_other_channels=True)
     factors = millivolt_factors(record.units, len(record.lead_names), record.name)[columns]

@@ -593,8 +593,8 @@ class ECGMambaFeatureExtractor(SequenceFeatureExtractor):
                 hint = " (it looks transposed: pass (samples, leads))" if shape[0] == self.feature_size else ""
                 raise ECGDataError(
                     name,
-                    f"expected {self.feature_size} leads {self.lead_names} in columns, got shape {tuple(shape)}{hint}; "
-                    "pass lead_names=... to reorder leads by name",
+                    f"expected {self.feature_size} leads {self.lead_names} in columns, got shape "
+                    f"{tuple(shape)}{hint}; pass lead_names=... to reorder leads by name",
                 )
             lead_names = self.lead_names
         lead_names = list(lead_names)
