@@ -2,17 +2,21 @@
 
     python -m benchmarks.long_record                                   # 1 h, WFDB and CSV, this tree's code
     python -m benchmarks.long_record --hours 1 24 --before c97f921     # and the code of another commit, side by side
-    python -m benchmarks.long_record --quick                           # 2 min records: a smoke run of the script
+    python -m benchmarks.long_record --quick                           # 2 min records, tiny model: a smoke run
+
+On a shared machine the wall time follows the load; the CPU time of the process much less so, and it is what shows
+whether the time is linear in the record's length.
 
 Records are built by tiling a real 10 s, 12-lead, 500 Hz PTB-XL record (ecg_id 1, from $ECGMAMBA_DATA_DIR) to the
 length asked for, as WFDB (format 16, gain 1000/mV, with checksums) and as CSV (one column per lead in mV, three
 decimals; no time column, `--fs 500`). The model is the default ECGMamba (the paper's configuration, random
-weights: the timing does not depend on the weights), saved as a checkpoint with its feature extractor.
+weights: the timing does not depend on the weights; `--quick`: a tiny one), saved as a checkpoint with its feature
+extractor.
 
 Each run is a fresh process, `python -m ecgmamba_apps.predict --model CKPT RECORD --json OUT --device cpu`, with
 `PYTHONPATH` set to the code measured; its peak resident memory comes from `wait4` (the kernel's maxrss of that
-process) and a watchdog kills it when its resident memory passes `--rss-limit-gb` (reported as killed, with the
-memory reached). A 10 s record is predicted first by each code tree, to warm the numba cache and to show the
+process), its CPU time (user + system) from the same call, and a watchdog kills it when its resident memory passes
+`--rss-limit-gb` (reported as killed, with the memory reached). A 10 s record is predicted first by each code tree, to warm the numba cache and to show the
 fixed cost (Python, PyTorch, the model). `--before REV` extracts that commit with `git archive` (nothing in the
 repository changes) and measures its code the same way.
 """
@@ -36,10 +40,11 @@ SOURCE_RECORD = Path("ptb-xl") / "records500" / "00000" / "00001_hr.hea"
 FS = 500
 
 
-def build_checkpoint(folder: Path) -> Path:
+def build_checkpoint(folder: Path, tiny: bool = False) -> Path:
     from modeling_ecgmamba import ECGMambaConfig, ECGMambaFeatureExtractor, ECGMambaForSequenceClassification
 
-    config = ECGMambaConfig(num_labels=5)
+    size = dict(hidden_size=16, num_hidden_layers=1, state_size=4, ffn_size=32) if tiny else {}
+    config = ECGMambaConfig(num_labels=5, **size)
     ECGMambaForSequenceClassification(config).eval().save_pretrained(folder)
     ECGMambaFeatureExtractor.from_model_config(config).save_pretrained(folder)
     return folder
@@ -111,6 +116,7 @@ def predict(code: Path, checkpoint: Path, record: Path, workdir: Path, rss_limit
     wall = time.perf_counter() - start
     result = {
         "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
         "peak_rss_mb": max(usage.ru_maxrss, seen) / 1024,
         "status": os.waitstatus_to_exitcode(status),
     }
@@ -143,30 +149,32 @@ def main(argv=None) -> None:
     parser.add_argument("--rss-limit-gb", type=float, default=12.0, help="kill a run whose memory passes this")
     parser.add_argument("--timeout", type=float, default=3600.0, help="kill a run after this many seconds")
     parser.add_argument("--workdir", type=Path, help="where records are written (default: a temporary folder)")
-    parser.add_argument("--quick", action="store_true", help="2-minute records: a smoke run")
+    parser.add_argument("--quick", action="store_true", help="2-minute records, a tiny model: a smoke run")
     args = parser.parse_args(argv)
     hours = [2 / 60] if args.quick else args.hours
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
         scratch = Path(scratch)
-        checkpoint = build_checkpoint(scratch / "checkpoint")
+        checkpoint = build_checkpoint(scratch / "checkpoint", tiny=args.quick)
         block, leads = source_block()
         codes = {"after": REPO_ROOT}
         if args.before:
             codes[f"before ({args.before})"] = extract(args.before, Path(tempfile.mkdtemp(dir=scratch)))
         short = write_wfdb(scratch, "short", block, leads, 1)
-        print(f"default ECGMamba, records tiled from {SOURCE_RECORD} (12 leads, {FS} Hz); {os.cpu_count()} CPUs")
+        model = "a tiny ECGMamba" if args.quick else "default ECGMamba"
+        print(f"{model}, records tiled from {SOURCE_RECORD} (12 leads, {FS} Hz); {os.cpu_count()} CPUs, load average "
+              f"{os.getloadavg()[0]:.1f} at the start")  # fmt: skip
         print(
-            "| code | format | record | file | wall time | wall time - 10 s record's | real-time factor | peak RSS "
-            "| windows |"
+            "| code | format | record | file | wall time | wall time - 10 s record's | real-time factor | CPU time "
+            "| peak RSS | windows |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         fixed = {}
         for label, code in codes.items():
             warm = predict(code, checkpoint, short, scratch, args.rss_limit_gb, args.timeout)
             fixed[label] = warm["wall_s"]
-            print(f"| {label} | WFDB | 10 s | 0.1 MB | {warm['wall_s']:.1f} s | | | {warm['peak_rss_mb']:.0f} MB | "
-                  f"{warm.get('windows', warm.get('error'))} |", flush=True)  # fmt: skip
+            print(f"| {label} | WFDB | 10 s | 0.1 MB | {warm['wall_s']:.1f} s | | | {warm['cpu_s']:.0f} s "
+                  f"| {warm['peak_rss_mb']:.0f} MB | {warm.get('windows', warm.get('error'))} |", flush=True)  # fmt: skip
         for length in hours:
             tiles = int(round(length * 3600 / 10))
             seconds = tiles * 10
@@ -183,7 +191,8 @@ def main(argv=None) -> None:
                     duration = f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds / 60:g} min"
                     print(
                         f"| {label} | {fmt.upper()} | {duration} | {size:.0f} MB | {run['wall_s']:.0f} s "
-                        f"| {run['wall_s'] - fixed[label]:.0f} s | {factor} | {run['peak_rss_mb']:.0f} MB | {outcome} |",
+                        f"| {run['wall_s'] - fixed[label]:.0f} s | {factor} | {run['cpu_s']:.0f} s "
+                        f"| {run['peak_rss_mb']:.0f} MB | {outcome} |",
                         flush=True,
                     )
                 for path in scratch.glob(f"long_{fmt}.*"):

@@ -172,14 +172,6 @@ def check_finite_samples(signal, sampling_rate: float, lead_names: Sequence[str]
     )
 
 
-def check_finite(record: ECGRecord) -> None:
-    """[`check_finite_samples`] over a whole record, a chunk at a time."""
-    start = 0
-    for chunk in record.chunks():
-        check_finite_samples(chunk, record.sampling_rate, record.lead_names, record.name, start)
-        start += len(chunk)
-
-
 # ------------------------------------------------------------------------------------------------------ leads, units
 
 
@@ -1095,7 +1087,6 @@ __all__ = [
     "WfdbHeader",
     "canonical_lead_name",
     "check_ecg_amplitude",
-    "check_finite",
     "check_finite_samples",
     "check_sampling_rate",
     "lead_columns",

@@ -385,6 +385,8 @@ class ECGPredictor:
         self.aggregation = aggregation or getattr(config, "window_aggregation", None) or "mean"
         if self.aggregation not in WINDOW_AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {WINDOW_AGGREGATIONS}, got {self.aggregation!r}")
+        if window_stride_seconds is not None and not window_stride_seconds > 0:
+            raise ValueError(f"window_stride_seconds must be positive, got {window_stride_seconds!r}")
         self.window_stride_seconds = window_stride_seconds
         self.check_amplitude = check_amplitude
 
