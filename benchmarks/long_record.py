@@ -2,6 +2,7 @@
 
     python -m benchmarks.long_record                                   # 1 h, WFDB and CSV, this tree's code
     python -m benchmarks.long_record --hours 1 24 --before c97f921     # and the code of another commit, side by side
+    python -m benchmarks.long_record --tiny --hours 1 24 --formats wfdb  # a tiny model: the reading path alone
     python -m benchmarks.long_record --quick                           # 2 min records, tiny model: a smoke run
 
 On a shared machine the wall time follows the load; the CPU time of the process much less so, and it is what shows
@@ -149,19 +150,20 @@ def main(argv=None) -> None:
     parser.add_argument("--rss-limit-gb", type=float, default=12.0, help="kill a run whose memory passes this")
     parser.add_argument("--timeout", type=float, default=3600.0, help="kill a run after this many seconds")
     parser.add_argument("--workdir", type=Path, help="where records are written (default: a temporary folder)")
+    parser.add_argument("--tiny", action="store_true", help="a tiny model: the reading path's own cost")
     parser.add_argument("--quick", action="store_true", help="2-minute records, a tiny model: a smoke run")
     args = parser.parse_args(argv)
     hours = [2 / 60] if args.quick else args.hours
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
         scratch = Path(scratch)
-        checkpoint = build_checkpoint(scratch / "checkpoint", tiny=args.quick)
+        checkpoint = build_checkpoint(scratch / "checkpoint", tiny=args.quick or args.tiny)
         block, leads = source_block()
         codes = {"after": REPO_ROOT}
         if args.before:
             codes[f"before ({args.before})"] = extract(args.before, Path(tempfile.mkdtemp(dir=scratch)))
         short = write_wfdb(scratch, "short", block, leads, 1)
-        model = "a tiny ECGMamba" if args.quick else "default ECGMamba"
+        model = "a tiny ECGMamba (hidden 16, 1 layer)" if args.quick or args.tiny else "default ECGMamba"
         print(f"{model}, records tiled from {SOURCE_RECORD} (12 leads, {FS} Hz); {os.cpu_count()} CPUs, load average "
               f"{os.getloadavg()[0]:.1f} at the start")  # fmt: skip
         print(
