@@ -380,7 +380,9 @@ class ECGPredictor:
         self.thresholds = resolve_thresholds(thresholds if thresholds is not None else tuned, self.labels)
         self.threshold_note = None
         if thresholds is None and tuned is None:
-            self.threshold_note = f"no tuned thresholds in the checkpoint, using {DEFAULT_THRESHOLD} for every class"
+            self.threshold_note = (
+                f"no tuned thresholds, using {DEFAULT_THRESHOLD} for every class (the checkpoint has none)"
+            )
             logger.warning(self.threshold_note)
         self.aggregation = aggregation or getattr(config, "window_aggregation", None) or "mean"
         if self.aggregation not in WINDOW_AGGREGATIONS:

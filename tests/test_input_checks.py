@@ -335,6 +335,8 @@ def test_a_checkpoint_without_tuned_thresholds_says_so(tmp_path, ptbxl_dir, sour
     untuned = make_checkpoint(tmp_path / "untuned", ptbxl_dir, thresholds=None)
     out = tmp_path / "untuned.json"
     status, text, _ = run(["--model", str(untuned), str(source.name), "--json", str(out)], capsys)
-    assert status == 0 and text.startswith("note: no tuned thresholds in the checkpoint, using 0.5 for every class")
+    assert status == 0 and text.startswith(
+        "note: no tuned thresholds, using 0.5 for every class (the checkpoint has none)"
+    )
     document = json.loads(out.read_text())
     assert document["threshold_note"].startswith("no tuned thresholds") and document["thresholds"] == [0.5] * 5
