@@ -22,7 +22,9 @@ every lead, with a midpoint Riemann sum (32 steps by default). Why:
 What is explained: 10 s of the record (all of it if shorter) around the model window where the class is most
 probable; every window overlapping that span is attributed to its own logit and overlapping windows are averaged, so
 a model with 2.5 s windows still gets a full 10 s picture. Windows, record probabilities and decisions are the
-predictor's (`ECGPredictor.prepare` and `record_scores`): the picture explains exactly what `ecgmamba-predict` says.
+predictor's (its prediction of the record, and its one window path, `ECGPredictor.iter_windows`): the picture explains
+exactly what `ecgmamba-predict` says. A 24-hour record is streamed, never held in memory: only the windows
+attributed and the span drawn are kept.
 
 The picture shows the positive part (evidence *for* the class), smoothed over 80 ms and scaled to the strongest
 segment of the page, as blue shading behind each lead's trace. Attributions of an untrained model are noise: judge
@@ -161,24 +163,28 @@ def explain_record(
     sampling_rate: float | None = None,
     lead_names=None,
     units: str = "mV",
+    prediction=None,
 ) -> Explanation:
     """Attribution of one record's diagnosis (`label`, default the most probable class above its threshold).
 
-    `predictor` is an `ECGPredictor`; `record` a path or an `ECGRecord`. The explained span
-    is `display_seconds` (at least one model window) of the record around the window where the class is most
-    probable: the whole record when it is that short. Every window overlapping the span is attributed (each to
-    its own logit of the class) and overlapping windows are averaged.
+    `predictor` is an `ECGPredictor`; `record` a path or an `ECGRecord`; `prediction` the predictor's
+    `RecordPrediction` of that record if there is one already (else it is predicted here: the picture explains exactly
+    what the predictor says). The explained span is `display_seconds` (at least one model window) of the record
+    around the window where the class is most probable: the whole record when it is that short. Every window
+    overlapping the span is attributed (each to its own logit of the class) and overlapping windows are averaged.
+    A long record is streamed again to pick those windows, and only the span is read for the drawing.
     """
     if isinstance(record, (str, os.PathLike)):
         record = read_record(record, sampling_rate, lead_names, units)
-    input_values, attention_mask, starts, notes = predictor.prepare(record)
-    scores = predictor.scores(predictor.window_logits(input_values, attention_mask))
-    window_probs, record_probs = scores.window_probabilities, scores.probabilities[0]  # (windows, classes), (classes,)
-    labels = predictor.labels
+    if prediction is None:
+        prediction = predictor.predict([record], raise_errors=True)[0]
+    labels = prediction.labels
+    window_probs = np.asarray(prediction.window_probabilities)  # (windows, classes)
+    record_probs = np.array([prediction.probabilities[name] for name in labels])
+    notes = []
     if label is None:
-        above = [i for i in np.argsort(-record_probs, kind="stable") if scores.decisions[0, i]]
-        index = int(above[0]) if above else int(np.argmax(record_probs))
-        if not above:
+        index = labels.index(prediction.diagnoses[0]) if prediction.diagnoses else int(np.argmax(record_probs))
+        if not prediction.diagnoses:
             notes.append(f"no class reached its threshold: explaining the most probable one, {labels[index]}")
     else:
         matches = [i for i, name in enumerate(labels) if name.lower() == str(label).lower()]
@@ -190,16 +196,16 @@ def explain_record(
     # The span to show (samples at the model rate) and the windows that overlap it; the last window ends the record.
     extractor = predictor.feature_extractor
     model_rate = float(extractor.sampling_rate)
-    lengths = [int(m.sum()) for m in attention_mask]
-    total = int(starts[-1]) + lengths[-1]
-    span = min(total, max(int(round(display_seconds * model_rate)), input_values.shape[1]))
+    starts = [int(round(start * model_rate)) for start, _ in prediction.window_seconds]
+    lengths = [int(round(end * model_rate)) - start for start, (_, end) in zip(starts, prediction.window_seconds)]
+    total = starts[-1] + lengths[-1]
+    span = min(total, max(int(round(display_seconds * model_rate)), extractor.window_samples))
     first = int(np.clip(starts[best] + lengths[best] // 2 - span // 2, 0, total - span))
     chosen = [w for w, (a, n) in enumerate(zip(starts, lengths)) if a < first + span and a + n > first]
+    input_values, attention_mask = _windows(predictor, record, chosen)
 
     attributions = (
-        attribute(
-            predictor.model, input_values[chosen], attention_mask[chosen], target=index, method=method, steps=steps
-        )
+        attribute(predictor.model, input_values, attention_mask, target=index, method=method, steps=steps)
         .cpu()
         .numpy()
     )
@@ -209,46 +215,64 @@ def explain_record(
         count[starts[w] : starts[w] + lengths[w]] += 1
     stitched = (summed / np.maximum(count, 1))[first : first + span]
     with torch.no_grad():
-        device = predictor.device
-        values, mask = input_values[best : best + 1].to(device), attention_mask[best : best + 1].to(device)
+        device, k = predictor.device, chosen.index(best)
+        values, mask = input_values[k : k + 1].to(device), attention_mask[k : k + 1].to(device)
         logit = predictor.model(input_values=values, attention_mask=mask).logits[0, index]
         zero = predictor.model(input_values=torch.zeros_like(values), attention_mask=mask).logits[0, index]
 
-    signal, rate = _signal_in_mv(record, extractor)
+    rate = float(record.sampling_rate)
     begin = int(round(first / model_rate * rate))
+    signal = _signal_in_mv(record, extractor, begin, begin + int(round(span / model_rate * rate)))
+    duration = prediction.duration if prediction.duration is not None else total / model_rate
     if span < total:
         notes.append(
-            f"explained {first / model_rate:.1f}-{(first + span) / model_rate:.1f} s of {record.duration:.1f} s "
+            f"explained {first / model_rate:.1f}-{(first + span) / model_rate:.1f} s of {duration:.1f} s "
             f"(around the window where {labels[index]} is most probable)"
         )
     return Explanation(
         record_name=record.name,
         label=labels[index],
         probability=float(record_probs[index]),
-        threshold=float(scores.thresholds[index]),
+        threshold=float(prediction.thresholds[labels[index]]),
         window_probability=float(window_probs[best, index]),
         method=method,
         steps=1 if method == "gradient_x_input" else int(steps),
         attribution=stitched,
         model_sampling_rate=model_rate,
-        signal=signal[begin : begin + int(round(span / model_rate * rate))],
+        signal=signal,
         sampling_rate=rate,
         lead_names=list(extractor.lead_names),
         window_start=first / model_rate,
-        record_duration=record.duration,
+        record_duration=duration,
         logit=float(logit),
         baseline_logit=float(zero),
-        window_attribution_sum=float(attributions[chosen.index(best)].sum()),
+        window_attribution_sum=float(attributions[k].sum()),
         notes=notes,
     )
 
 
-def _signal_in_mv(record: ECGRecord, extractor) -> tuple[np.ndarray, float]:
-    """The record's leads in the model's order, in mV, at the record's own rate (what a cardiologist would see)."""
+def _windows(predictor, record: ECGRecord, chosen: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model inputs of the windows numbered `chosen`, streamed through the predictor's one window path (a long
+    record is not held in memory; the stream stops after the last window needed)."""
+    wanted, values, masks, number = set(chosen), [], [], 0
+    for batch in predictor.iter_windows(record):
+        for k in range(len(batch.input_values)):
+            if number + k in wanted:
+                values.append(batch.input_values[k])
+                masks.append(batch.attention_mask[k])
+        number += len(batch.input_values)
+        if number > chosen[-1]:
+            break
+    return torch.stack(values), torch.stack(masks)
+
+
+def _signal_in_mv(record: ECGRecord, extractor, start: int, stop: int) -> np.ndarray:
+    """Samples `start:stop` of the record's leads in the model's order, in mV, at the record's own rate (what a
+    cardiologist would see); only that span is read."""
     record = select_ecg_leads(record)
     columns = lead_columns(record.lead_names, extractor.lead_names, record.name)
     factors = millivolt_factors(record.units, len(record.lead_names), record.name)
-    return record.signal[:, columns] * factors[columns], float(record.sampling_rate)
+    return record.read(start, stop)[:, columns] * factors[columns]
 
 
 # ------------------------------------------------------------------------------------------------------------ drawing

@@ -9,7 +9,8 @@ The ONNX graph takes `input_values` float32 `(batch, length, num_leads)` in the 
 `attention_mask` int64 `(batch, length)` (1 = real sample), and returns `logits` `(batch, num_labels)`; apply a
 sigmoid for probabilities. Class names, thresholds, sampling rate, window and lead order are stored in the model's
 metadata (`labels`, `thresholds`, `sampling_rate`, `window_samples`, `lead_names`). Preprocess records with the
-checkpoint's feature extractor, as for PyTorch.
+checkpoint's feature extractor, as for PyTorch: its `attention_mask` is int64, as the graph takes it (the README's
+onnxruntime example is run by the tests).
 
 Exporter: `torch.onnx.export(..., dynamo=True, opset_version=18)` with `Dim.DYNAMIC` batch and length. While
 exporting, the library's scan dispatch runs its loop-free form (`selective_scan_parallel`: the chunked recurrence with
@@ -21,6 +22,7 @@ onnxruntime against the PyTorch model on the spot.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -34,6 +36,7 @@ from modeling_ecgmamba.ecg_records import STANDARD_LEADS, read_record
 from modeling_ecgmamba.inference_ecgmamba import ECGPredictor, resolve_thresholds
 
 DEFAULT_OPSET = 18
+ONNX_EXTRA = ("onnx", "onnxruntime", "onnxscript")  # what `pip install 'ecgmamba[onnx]'` installs
 INPUT_NAMES = ("input_values", "attention_mask")
 OUTPUT_NAMES = ("logits",)
 
@@ -181,9 +184,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def missing_onnx_extra() -> list[str]:
+    """The packages of the `onnx` extra that do not import here."""
+    missing = []
+    for module in ONNX_EXTRA:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    return missing
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The `ecgmamba-export-onnx` console script."""
     args = build_parser().parse_args(argv)
+    missing = missing_onnx_extra()
+    if missing:
+        print(
+            "ecgmamba-export-onnx: needs the onnx extra: pip install 'ecgmamba[onnx]' "
+            f"(missing: {', '.join(missing)})",
+            file=sys.stderr,
+        )
+        return 2
     try:
         predictor = ECGPredictor.from_pretrained(args.model, trust_remote_code=not args.no_remote_code, device="cpu")
     except Exception as err:
@@ -222,4 +244,4 @@ if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
 
-__all__ = ["LogitsOnly", "export_onnx", "main", "onnx_session", "run_onnx"]
+__all__ = ["LogitsOnly", "export_onnx", "main", "missing_onnx_extra", "onnx_session", "run_onnx"]

@@ -2,6 +2,8 @@
 
     record = read_record("00001_hr.hea")          # WFDB (.hea + .dat/.mat), CPSC2018 .mat, .csv or .npy
     record.signal, record.sampling_rate, record.lead_names, record.units, record.metadata
+    for chunk in record.chunks():                 # a long record, a minute at a time, never all in memory
+        ...
 
 The dataset builders, the predictor, the pipeline and the explanations all read records here, so a file is either
 read the same way everywhere or refused everywhere with the same [`ECGDataError`] naming the file and the problem.
@@ -10,11 +12,20 @@ Formats:
 - WFDB: the header is parsed here (much faster than `wfdb.rdheader`, and tolerant of the PhysioNet/CinC 2020
   release, whose Georgia headers start with `E00009.mat 12 500 ...` instead of the record name); samples of the
   fixed-size storage formats (16, 61, 80, 24, 32, 212), in `.dat` files or MATLAB-wrapped `.mat` files, are read
-  with NumPy and checked against the header (file size, checksums); other formats go through `wfdb.rdrecord`.
-  Invalid samples (WFDB's reserved codes) become NaN.
+  with NumPy at their byte offsets and checked against the header (file size; checksums once every sample has been
+  read); other formats go through `wfdb.rdrecord`. Invalid samples (WFDB's reserved codes) become NaN.
 - CPSC2018 original `.mat`: a MATLAB struct `ECG` with `data` 12 x N in mV (500 Hz), `age` and `sex`.
-- `.csv`: one column per lead named in the header, an optional `time` column (seconds, or `time_ms`).
+- `.csv`: one column per lead named in the header, an optional `time` column (seconds, or `time_ms`); parsed in
+  blocks of rows.
 - `.npy`: a `(samples, leads)` array (or transposed) with the rate and lead names given.
+
+Reading is lazy: [`read_record`] parses the header (or the first rows) and checks what it can at once; the samples
+are read when `record.signal` is first used, or a range at a time with `record.read(start, stop)` and
+`record.chunks()`, so that a 24-hour Holter record never has to fit in memory.
+
+The checks every path runs live here too: [`check_sampling_rate`] (a positive finite number of Hz in a plausible
+range, not a bool) and [`check_ecg_amplitude`] (the amplitude of an ECG in mV: a record in uV, in ADC counts, or with
+a header gain off by 10 is refused with what was seen and what to do).
 
 This file travels inside checkpoints (the pipeline reads records with it): it imports only NumPy at module level;
 scipy and wfdb are imported when a format needs them.
@@ -23,11 +34,12 @@ scipy and wfdb are imported when a format needs them.
 from __future__ import annotations
 
 import csv
-import io
+import itertools
 import math
+import numbers
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +56,26 @@ UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}
 
 CPSC_SAMPLING_RATE = 500.0  # CPSC2018 .mat files carry no sampling rate; the challenge data are 500 Hz.
 
+# Plausible sampling rates of an ECG, in Hz. Below 50 Hz the QRS complex (most of its energy lies at 5-40 Hz) cannot
+# be represented. Devices record at 100 Hz (PTB-XL's low-rate copy), 128-1000 Hz (Holters), 257 Hz (St Petersburg
+# INCART), 500 Hz (PTB-XL, CPSC2018, Georgia), 1000 Hz (PTB) and up to 10-16 kHz (high-resolution and pacemaker-spike
+# recordings). Outside [50, 20000] Hz the rate is a mistake: a time column in milliseconds read as seconds gives
+# 0.5 Hz for a 500 Hz record, and 1e-6 Hz would "resample" a record into billions of samples.
+MIN_SAMPLING_RATE, MAX_SAMPLING_RATE = 50.0, 20_000.0
+
+# Amplitude plausibility. The statistic: each lead's robust peak-to-peak (0.5th to 99.5th percentile) over the first
+# 60 s, in mV, and its median over the leads that are not constant. Measured on every real record at hand with
+# `ECGMAMBA_DATA_DIR=../shared/data python -m benchmarks.amplitudes` (833 records: PTB-XL at 100 and 500 Hz, CPSC2018
+# .mat and WFDB, CinC 2020 incl. Georgia (gain 4880/mV) and the PTB-XL copy HR00599 (gain 200/mV)): min 0.133 mV
+# (Georgia E00015), 1st percentile 0.60, median 1.12, 99th percentile 2.83, max 4.79 mV (CPSC-Extra Q0010); PTB-XL's
+# low-voltage (LVOLT) records 0.58-0.68 mV. Accepted: 0.02-8 mV, 6.6x below the lowest and 1.7x above the highest
+# record measured. Refused: uV or ADC counts read as mV (x1000 or more), V (x0.001), a unit of uV written for samples
+# in mV, and x10 mistakes (a header gain of 100 instead of 1000 per mV) of every record above 0.8 mV (89% of the
+# records measured; a x10 low-voltage record stays within what real records measure).
+AMPLITUDE_RANGE_MV = (0.02, 8.0)
+AMPLITUDE_CHECK_SECONDS = 60.0
+CHUNK_SECONDS = 60.0  # records are read, checked and resampled a minute at a time
+
 
 class ECGDataError(ValueError):
     """A record or data file that cannot be read or used. `str(err)` names the file; `err.problem` is the message
@@ -55,6 +87,89 @@ class ECGDataError(ValueError):
 
     def __reduce__(self):  # picklable across worker processes despite the two-argument signature
         return type(self), (self.path, self.problem)
+
+
+# ------------------------------------------------------------------------------------------------------ checks
+
+
+def check_sampling_rate(sampling_rate, name, what: str = "sampling rate") -> float:
+    """The rate as a float, or an [`ECGDataError`] naming `name` unless it is a real number (not a bool), finite, and
+    within [`MIN_SAMPLING_RATE`, `MAX_SAMPLING_RATE`] Hz."""
+    if isinstance(sampling_rate, (bool, np.bool_)) or not isinstance(sampling_rate, numbers.Real):
+        raise ECGDataError(name, f"the {what} must be a number of Hz, got {sampling_rate!r}")
+    rate = float(sampling_rate)
+    if not math.isfinite(rate) or rate <= 0:
+        raise ECGDataError(name, f"the {what} must be a positive, finite number of Hz, got {sampling_rate!r}")
+    if not MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE:
+        raise ECGDataError(
+            name,
+            f"a {what} of {rate:g} Hz is not plausible for an ECG (accepted: {MIN_SAMPLING_RATE:g}-"
+            f"{MAX_SAMPLING_RATE:g} Hz): give the rate in Hz",
+        )
+    return rate
+
+
+def peak_to_peak_mv(signal_mv, sampling_rate: float) -> float | None:
+    """The amplitude statistic [`check_ecg_amplitude`] judges: over the first `AMPLITUDE_CHECK_SECONDS`, each lead's
+    0.5th-to-99.5th percentile range, and the median over the leads that are not constant (None if all are)."""
+    head = np.asarray(signal_mv[: max(1, int(round(AMPLITUDE_CHECK_SECONDS * sampling_rate)))], dtype=np.float64)
+    low, high = np.percentile(head, [0.5, 99.5], axis=0)
+    ranges = (high - low)[high > low]  # a constant lead is the flat-lead check's business
+    return float(np.median(ranges)) if len(ranges) else None
+
+
+def check_ecg_amplitude(signal_mv, sampling_rate: float, name, units: Sequence[str] | str | None = None) -> None:
+    """Raise an [`ECGDataError`] saying what was seen and what to do when `signal_mv` (`(samples, leads)`, already
+    converted to mV with `units`) cannot be an ECG in mV (see `AMPLITUDE_RANGE_MV` for the statistic and bounds)."""
+    value = peak_to_peak_mv(signal_mv, sampling_rate)
+    low, high = AMPLITUDE_RANGE_MV
+    if value is None or low <= value <= high:
+        return
+    if value > 100:
+        hint = (
+            "it looks like uV or ADC counts, not mV: pass units='uV' (--units uV) for samples in uV, or check the "
+            "gain (ADC units per mV) in the header"
+        )
+    elif value > high:
+        hint = (
+            f"about {value / 1.1:.0f}x the median record (1.1 mV): check the gain in the header (ADC units per mV: "
+            "100 where it should be 1000?) and the units"
+        )
+    else:
+        hint = (
+            f"about {1.1 / value:.0f}x smaller than the median record (1.1 mV): samples in V need units='V'; samples "
+            "in mV given or labelled as uV (units=..., or the header's unit) are divided by 1000; check the units and "
+            "the header gain"
+        )
+    seen = f"{value:.3g}" if value < 1000 else f"{value:.0f}"
+    given = sorted({str(unit) for unit in ([units] if isinstance(units, str) else units or [])})
+    said = f" (read as {', '.join(given)})" if given and given != ["mV"] else ""
+    raise ECGDataError(
+        name,
+        f"implausible amplitude for an ECG in mV{said}: the median peak-to-peak of the leads is {seen} mV "
+        f"(0.5-99.5th percentiles over the first {AMPLITUDE_CHECK_SECONDS:g} s; real 12-lead records measure about "
+        f"0.13-4.8 mV, accepted {low:g}-{high:g} mV): {hint}. If the amplitude is real, turn the check off "
+        "(check_amplitude=False, --no-amplitude-check)",
+    )
+
+
+def check_finite_samples(signal, sampling_rate: float, lead_names: Sequence[str], name, start: int = 0) -> None:
+    """Raise an [`ECGDataError`] locating NaN/inf gaps (time and leads), which the model cannot read. `start` is the
+    index of `signal`'s first sample in the record (for a chunk)."""
+    bad = ~np.isfinite(signal)
+    if not bad.any():
+        return
+    leads = [lead_names[j] for j in np.flatnonzero(bad.any(0))]
+    rows = bad.any(1).astype(np.int8)
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], rows, [0])))) + start
+    runs = list(zip(edges[::2], edges[1::2]))
+    where = ", ".join(f"{a / sampling_rate:.2f}-{b / sampling_rate:.2f} s" for a, b in runs[:3])
+    more = f" and {len(runs) - 3} more" if len(runs) > 3 else ""
+    raise ECGDataError(
+        name,
+        f"{int(bad.sum())} missing (NaN/inf) samples in lead(s) {leads} at {where}{more}; the model needs every "
+        "lead throughout: crop the record to a clean segment or fill the gap",
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ leads, units
@@ -114,39 +229,100 @@ def millivolt_factors(units: str | Sequence[str], count: int, name) -> np.ndarra
 # ------------------------------------------------------------------------------------------------------ the record
 
 
-@dataclass
-class ECGRecord:
-    """A raw record as read from disk: `signal` is `(samples, channels)` in `units` at `sampling_rate` Hz.
+def chunk_samples(sampling_rate: float) -> int:
+    """Samples per chunk at `sampling_rate`: `CHUNK_SECONDS` of the record."""
+    return max(1, int(math.ceil(CHUNK_SECONDS * sampling_rate)))
 
-    `metadata` holds what the file says besides the signal: a WFDB header's `#Key: value` comments (`Age`, `Sex`,
-    `Dx` in the PhysioNet/CinC releases), a CPSC2018 struct's `age` and `sex`.
+
+class ECGRecord:
+    """A raw record: `(samples, channels)` samples in `units` at `sampling_rate` Hz, named after its file.
+
+    The samples are either in memory (`signal=`) or read from a file on demand (`source=`, what the reader makes):
+    `record.signal` reads them all (once), `record.read(start, stop)` a range, `record.chunks()` the whole record a
+    chunk at a time (the way long records are predicted). `metadata` holds what the file says besides the signal: a
+    WFDB header's `#Key: value` comments (`Age`, `Sex`, `Dx` in the PhysioNet/CinC releases), a CPSC2018 struct's
+    `age` and `sex`.
     """
 
-    name: str
-    signal: np.ndarray
-    sampling_rate: float
-    lead_names: list[str]
-    units: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    metadata: dict[str, str] = field(default_factory=dict)
+    def __init__(
+        self,
+        name,
+        signal=None,
+        sampling_rate: float | None = None,
+        lead_names: Sequence[str] | None = None,
+        units: str | Sequence[str] | None = None,
+        notes: list[str] | None = None,
+        metadata: dict[str, str] | None = None,
+        *,
+        source=None,
+    ):
+        self.name = str(name)
+        if (signal is None) == (source is None):
+            raise TypeError("ECGRecord needs either a signal or a source")
+        if sampling_rate is None:
+            raise ECGDataError(self.name, "sampling_rate is required (the rate of the recording in Hz)")
+        self.sampling_rate = check_sampling_rate(sampling_rate, self.name)
+        self._signal = None if signal is None else as_signal_array(signal, self.name)
+        self._source = source
+        columns = self._signal.shape[1] if source is None else source.num_signals
+        self.lead_names = list(STANDARD_LEADS) if lead_names is None else [str(lead) for lead in lead_names]
+        if len(self.lead_names) != columns:
+            raise ECGDataError(self.name, f"{len(self.lead_names)} lead names for {columns} channels")
+        if not units:
+            units = "mV"
+        self.units = [units] * columns if isinstance(units, str) else list(units)
+        self.notes = list(notes or [])
+        self.metadata = dict(metadata or {})
 
-    def __post_init__(self):
-        if not self.units:
-            self.units = ["mV"] * len(self.lead_names)
-        elif isinstance(self.units, str):
-            self.units = [self.units] * len(self.lead_names)
-
-    @property
-    def duration(self) -> float:
-        return self.signal.shape[0] / self.sampling_rate
+    def __repr__(self) -> str:
+        where = "in memory" if self._signal is not None else "on disk"
+        return (
+            f"ECGRecord({self.name!r}, {self.num_samples} x {len(self.lead_names)} at {self.sampling_rate:g} Hz, "
+            f"{where})"
+        )
 
     @classmethod
     def from_array(cls, signal, sampling_rate, lead_names=None, units="mV", name="record") -> ECGRecord:
         """An in-memory record `(samples, leads)` (NumPy or torch); `lead_names=None` means the 12 standard leads."""
-        signal = as_signal_array(signal, name)
-        if sampling_rate is None:
-            raise ECGDataError(name, "sampling_rate is required for an array (the rate of the recording in Hz)")
-        return cls(name, signal, float(sampling_rate), parse_lead_names(lead_names) or list(STANDARD_LEADS), units)
+        return cls(name, as_signal_array(signal, name), sampling_rate, parse_lead_names(lead_names), units)
+
+    @property
+    def signal(self) -> np.ndarray:
+        """Every sample, `(samples, channels)` float64 (read from the file on first use)."""
+        if self._signal is None:
+            chunks = list(self._source.chunks(max(self._source.num_samples or 0, chunk_samples(self.sampling_rate))))
+            self._signal = np.concatenate(chunks) if len(chunks) != 1 else chunks[0]
+            self._source = None
+        return self._signal
+
+    @signal.setter
+    def signal(self, value) -> None:
+        self._signal, self._source = as_signal_array(value, self.name), None
+
+    @property
+    def num_samples(self) -> int | None:
+        """Samples per channel; None for a CSV file that has not been read through yet."""
+        return len(self._signal) if self._signal is not None else self._source.num_samples
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.num_samples is None else self.num_samples / self.sampling_rate
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples `start:stop` (float64, physical units), read from the file without the rest of it."""
+        if self._signal is not None:
+            return self._signal[start:stop]
+        return self._source.read(max(0, int(start)), int(stop))
+
+    def chunks(self, size: int | None = None) -> Iterator[np.ndarray]:
+        """The whole record, `size` samples at a time (default `CHUNK_SECONDS`); a file's checks that need every
+        sample (WFDB checksums) run after its last chunk."""
+        size = size or chunk_samples(self.sampling_rate)
+        if self._signal is not None:
+            for start in range(0, max(len(self._signal), 1), size):
+                yield self._signal[start : start + size]
+        else:
+            yield from self._source.chunks(size)
 
 
 def as_signal_array(signal, name) -> np.ndarray:
@@ -159,6 +335,24 @@ def as_signal_array(signal, name) -> np.ndarray:
     return signal
 
 
+class _Columns:
+    """Some channels of a record's source (what [`select_ecg_leads`] keeps of a record on disk)."""
+
+    def __init__(self, source, columns: list[int]):
+        self.source, self.columns, self.num_signals = source, columns, len(columns)
+
+    @property
+    def num_samples(self):
+        return self.source.num_samples
+
+    def read(self, start, stop):
+        return self.source.read(start, stop)[:, self.columns]
+
+    def chunks(self, size):
+        for chunk in self.source.chunks(size):
+            yield chunk[:, self.columns]
+
+
 def select_ecg_leads(record: ECGRecord) -> ECGRecord:
     """Drop channels that are not ECG leads (respiration, markers...), with a note; fail if no lead is left."""
     keep = [j for j, name in enumerate(record.lead_names) if canonical_lead_name(name) is not None]
@@ -167,44 +361,33 @@ def select_ecg_leads(record: ECGRecord) -> ECGRecord:
     if len(keep) == len(record.lead_names):
         return record
     dropped = [name for j, name in enumerate(record.lead_names) if j not in keep]
+    in_memory = record._signal is not None
     return ECGRecord(
-        name=record.name,
-        signal=record.signal[:, keep],
-        sampling_rate=record.sampling_rate,
-        lead_names=[record.lead_names[j] for j in keep],
-        units=[record.units[j] for j in keep],
-        notes=record.notes + [f"ignored non-ECG channel(s) {dropped}"],
-        metadata=record.metadata,
-    )
-
-
-def check_finite(record: ECGRecord) -> None:
-    """Raise an [`ECGDataError`] locating NaN/inf gaps (time and leads), which the model cannot read."""
-    bad = ~np.isfinite(record.signal)
-    if not bad.any():
-        return
-    leads = [record.lead_names[j] for j in np.flatnonzero(bad.any(0))]
-    rows = bad.any(1).astype(np.int8)
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], rows, [0]))))
-    runs = list(zip(edges[::2], edges[1::2]))
-    fs = record.sampling_rate
-    where = ", ".join(f"{start / fs:.2f}-{end / fs:.2f} s" for start, end in runs[:3])
-    more = f" and {len(runs) - 3} more" if len(runs) > 3 else ""
-    raise ECGDataError(
         record.name,
-        f"{int(bad.sum())} missing (NaN/inf) samples in lead(s) {leads} at {where}{more}; the model needs every "
-        "lead throughout: crop the record to a clean segment or fill the gap",
+        record.signal[:, keep] if in_memory else None,
+        record.sampling_rate,
+        [record.lead_names[j] for j in keep],
+        [record.units[j] for j in keep],
+        record.notes + [f"ignored non-ECG channel(s) {dropped}"],
+        record.metadata,
+        source=None if in_memory else _Columns(record._source, keep),
     )
 
 
-def standard_leads_mv(record: ECGRecord, leads: Sequence[str] = STANDARD_LEADS) -> np.ndarray:
-    """The record as float32 `(samples, len(leads))` millivolts in the given lead order, every sample finite: what
-    the dataset builders store. Other channels are dropped; missing leads or samples raise an `ECGDataError`."""
+def standard_leads_mv(
+    record: ECGRecord, leads: Sequence[str] = STANDARD_LEADS, check_amplitude: bool = True
+) -> np.ndarray:
+    """The record as float32 `(samples, len(leads))` millivolts in the given lead order, every sample finite and
+    (unless `check_amplitude=False`) the amplitude of an ECG in mV: what the dataset builders store. Other channels are
+    dropped; missing leads or samples, or an implausible amplitude, raise an `ECGDataError`."""
     columns = lead_columns(record.lead_names, leads, record.name, ignore_other_channels=True)
-    factors = millivolt_factors(record.units, len(record.lead_names), record.name)
-    selected = ECGRecord(record.name, record.signal[:, columns], record.sampling_rate, list(leads))
-    check_finite(selected)
-    return (selected.signal * factors[columns]).astype(np.float32)
+    factors = millivolt_factors(record.units, len(record.lead_names), record.name)[columns]
+    signal = record.signal[:, columns]
+    check_finite_samples(signal, record.sampling_rate, list(leads), record.name)
+    signal = signal * factors
+    if check_amplitude:
+        check_ecg_amplitude(signal, record.sampling_rate, record.name, [record.units[j] for j in columns])
+    return signal.astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------------ dispatch
@@ -218,6 +401,8 @@ def read_record(
 ) -> ECGRecord:
     """Read one ECG record from disk; raise [`ECGDataError`] naming the file and the problem.
 
+    The header (or the first rows of a CSV) is read and checked now, the samples on demand (see [`ECGRecord`]).
+
     Args:
         path: a WFDB record (`.hea`, its data file, or the record name without extension), a CPSC2018 `.mat`, a
             `.csv` or a `.npy`.
@@ -229,7 +414,11 @@ def read_record(
     """
     path = Path(path)
     lead_names = parse_lead_names(lead_names)
+    if sampling_rate is not None:
+        sampling_rate = check_sampling_rate(sampling_rate, path, "sampling rate given")
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise ECGDataError(path, "a directory, not a record file")
     if suffix in (".hea", ".dat") or (suffix == ".mat" and _header_of(path).is_file()):
         record = read_wfdb(_header_of(path), name=path)
     elif suffix == "" or not path.exists():
@@ -250,12 +439,41 @@ def read_record(
         raise ECGDataError(path, _unsupported(path))
     if suffix in (".hea", ".dat", ".mat", ""):
         given = []
-        if sampling_rate is not None and not math.isclose(float(sampling_rate), record.sampling_rate, rel_tol=1e-6):
+        if sampling_rate is not None and not math.isclose(sampling_rate, record.sampling_rate, rel_tol=1e-6):
             given.append(f"--fs {sampling_rate:g} ignored: the record says {record.sampling_rate:g} Hz")
         if lead_names is not None and suffix != ".mat":
             given.append("--leads ignored: the header names the leads")
         record.notes.extend(given)
     return record
+
+
+RECORD_SUFFIXES = (".hea", ".mat", ".csv", ".tsv", ".npy")
+
+
+def record_key(path) -> Path:
+    """What identifies a record on disk: a WFDB record's header (whichever of its files is named), else the file;
+    two paths with the same key are the same record."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".hea", ".dat", "") or (suffix == ".mat" and _header_of(path).is_file()):
+        header = _header_of(path)
+        if header.is_file() or suffix == ".hea":
+            return header.resolve()
+    return path.resolve()
+
+
+def records_in(folder) -> list[Path]:
+    """The records in a folder and its subfolders, sorted, each once: WFDB records by their `.hea` (their data files
+    are not listed again), CPSC `.mat` files without a header, `.csv`, `.tsv` and `.npy` files."""
+    found = []
+    for path in sorted(Path(folder).rglob("*")):
+        suffix = path.suffix.lower()
+        if not path.is_file() or suffix not in RECORD_SUFFIXES:
+            continue
+        if suffix == ".mat" and _header_of(path).is_file():
+            continue  # the signal file of a WFDB record: listed by its header
+        found.append(path)
+    return found
 
 
 def _unsupported(path: Path) -> str:
@@ -397,12 +615,11 @@ def _parse_signal_line(hea_path: Path, line: str) -> WfdbSignal:
 
 
 def read_wfdb(header, name=None) -> ECGRecord:
-    """A WFDB record (its header, as a path or parsed by [`read_wfdb_header`], and its data files) in physical units,
-    checked against the header."""
+    """A WFDB record (its header, as a path or parsed by [`read_wfdb_header`], and its data files) in physical units.
+    The header and the data files' sizes are checked now; the samples are read on demand (checksums once all are)."""
     if not isinstance(header, WfdbHeader):
         header = read_wfdb_header(header)
-    if header.fs <= 0:
-        raise ECGDataError(header.path, f"the header gives a sampling rate of {header.fs:g} Hz")
+    fs = check_sampling_rate(header.fs, header.path, "header's sampling rate")
     if header.num_samples < 1:
         raise ECGDataError(header.path, "the header gives no signal length (sig_len)")
     for signal in header.signals:
@@ -410,41 +627,64 @@ def read_wfdb(header, name=None) -> ECGRecord:
             raise ECGDataError(
                 header.path, f"lead {signal.name}: cannot calibrate gain {signal.gain} (an uncalibrated signal)"
             )
-    digital = _read_digital(header)
-    baselines = np.array([s.baseline for s in header.signals], dtype=np.float64)
-    gains = np.array([s.gain for s in header.signals], dtype=np.float64)
     return ECGRecord(
-        name=str(name if name is not None else header.path),
-        signal=(digital - baselines) / gains,  # invalid samples are NaN already
-        sampling_rate=float(header.fs),
-        lead_names=[s.name for s in header.signals],
-        units=[s.units for s in header.signals],
+        str(name if name is not None else header.path),
+        None,
+        fs,
+        [s.name for s in header.signals],
+        [s.units for s in header.signals],
         metadata=header.metadata,
+        source=_WfdbSamples(header),
     )
 
 
-def _read_digital(header: WfdbHeader) -> np.ndarray:
-    """Every signal's digital samples `(samples, signals)` as float64, NaN where WFDB marks a sample invalid."""
-    by_file: dict[str, list[int]] = {}
-    for index, signal in enumerate(header.signals):
-        by_file.setdefault(signal.file_name, []).append(index)
-    digital = np.empty((header.num_samples, len(header.signals)), dtype=np.float64)
-    for file_name, indices in by_file.items():
-        data_path = header.path.parent / file_name
-        formats = {(header.signals[i].fmt, header.signals[i].byte_offset) for i in indices}
-        if len(formats) != 1:
-            raise ECGDataError(header.path, f"signals of {file_name} mix storage formats {sorted(formats)}")
-        fmt, offset = formats.pop()
-        if not data_path.is_file():
-            raise ECGDataError(data_path, f"signal file named in {header.path.name} not found")
-        _check_size(header, data_path, fmt, offset, len(indices))
-        if fmt in _NUMPY_FORMATS or fmt in _PACKED_FORMATS:
-            samples = _read_fixed_format(data_path, fmt, offset, header.num_samples, len(indices))
-        else:
-            samples = _read_with_wfdb(header, indices)
-        digital[:, indices] = samples
-    _check_checksums(header, digital)
-    return digital
+class _WfdbSamples:
+    """The samples of a WFDB record in physical units, read a range at a time from its data files."""
+
+    def __init__(self, header: WfdbHeader):
+        self.header = header
+        self.num_samples, self.num_signals = header.num_samples, len(header.signals)
+        self.baselines = np.array([s.baseline for s in header.signals], dtype=np.float64)
+        self.gains = np.array([s.gain for s in header.signals], dtype=np.float64)
+        self.files = []  # (data file, storage format, byte offset, indices of its signals)
+        by_file: dict[str, list[int]] = {}
+        for index, signal in enumerate(header.signals):
+            by_file.setdefault(signal.file_name, []).append(index)
+        for file_name, indices in by_file.items():
+            data_path = header.path.parent / file_name
+            formats = {(header.signals[i].fmt, header.signals[i].byte_offset) for i in indices}
+            if len(formats) != 1:
+                raise ECGDataError(header.path, f"signals of {file_name} mix storage formats {sorted(formats)}")
+            fmt, offset = formats.pop()
+            if not data_path.is_file():
+                raise ECGDataError(data_path, f"signal file named in {header.path.name} not found")
+            _check_size(header, data_path, fmt, offset, len(indices))
+            self.files.append((data_path, fmt, offset, indices))
+
+    def digital(self, start: int, stop: int) -> np.ndarray:
+        """Digital samples `start:stop` of every signal as float64, NaN where WFDB marks a sample invalid."""
+        stop = min(stop, self.num_samples)
+        digital = np.empty((max(stop - start, 0), self.num_signals), dtype=np.float64)
+        for data_path, fmt, offset, indices in self.files:
+            if fmt in _NUMPY_FORMATS or fmt in _PACKED_FORMATS:
+                digital[:, indices] = _read_fixed_format(data_path, fmt, offset, len(indices), start, stop)
+            else:
+                digital[:, indices] = _read_with_wfdb(self.header, indices, start, stop)
+        return digital
+
+    def physical(self, digital: np.ndarray) -> np.ndarray:
+        return (digital - self.baselines) / self.gains  # invalid samples are NaN already
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.physical(self.digital(start, stop))
+
+    def chunks(self, size: int) -> Iterator[np.ndarray]:
+        sums = np.zeros(self.num_signals, dtype=np.int64)
+        for start in range(0, self.num_samples, size):
+            digital = self.digital(start, start + size)
+            sums += _checksum_sums(self.header, digital)
+            yield self.physical(digital)
+        _check_checksums(self.header, sums)
 
 
 def _check_size(header: WfdbHeader, data_path: Path, fmt: str, offset: int, num_signals: int) -> None:
@@ -465,34 +705,41 @@ def _check_size(header: WfdbHeader, data_path: Path, fmt: str, offset: int, num_
         )
 
 
-def _read_fixed_format(data_path: Path, fmt: str, offset: int, num_samples: int, num_signals: int) -> np.ndarray:
-    """Samples `(num_samples, num_signals)` of one data file as float64, NaN at WFDB's invalid-sample code."""
-    count = num_samples * num_signals
+def _read_fixed_format(data_path: Path, fmt: str, offset: int, num_signals: int, start: int, stop: int) -> np.ndarray:
+    """Samples `start:stop` `(stop - start, num_signals)` of one data file as float64, NaN at WFDB's invalid-sample
+    code; only the bytes of that range are read."""
+    first, count = start * num_signals, (stop - start) * num_signals
     if fmt in _NUMPY_FORMATS:
         dtype, invalid = _NUMPY_FORMATS[fmt]
-        raw = np.fromfile(data_path, dtype=dtype, count=count, offset=offset).astype(np.int64)
+        size = np.dtype(dtype).itemsize
+        raw = np.fromfile(data_path, dtype=dtype, count=count, offset=offset + first * size).astype(np.int64)
         if fmt == "80":
             raw -= 128
-    else:
+    elif fmt == "24":
         invalid = _PACKED_FORMATS[fmt]
-        nbytes = 3 * count if fmt == "24" else 3 * ((count + 1) // 2)
-        data = np.fromfile(data_path, dtype=np.uint8, count=nbytes, offset=offset).astype(np.int64)
-        if fmt == "24":
-            triples = data.reshape(-1, 3)
-            raw = triples[:, 0] | (triples[:, 1] << 8) | (triples[:, 2] << 16)
-            raw = np.where(raw >= 2**23, raw - 2**24, raw)
-        else:  # 212: two 12-bit samples in three bytes
-            triples = data.reshape(-1, 3)
-            first = triples[:, 0] | ((triples[:, 1] & 0x0F) << 8)
-            second = triples[:, 2] | ((triples[:, 1] & 0xF0) << 4)
-            raw = np.stack([first, second], axis=1).reshape(-1)[:count]
-            raw = np.where(raw >= 2048, raw - 4096, raw)
-    samples = raw.reshape(num_samples, num_signals).astype(np.float64)
-    samples[raw.reshape(num_samples, num_signals) == invalid] = np.nan
+        data = np.fromfile(data_path, dtype=np.uint8, count=3 * count, offset=offset + 3 * first).astype(np.int64)
+        triples = data.reshape(-1, 3)
+        raw = triples[:, 0] | (triples[:, 1] << 8) | (triples[:, 2] << 16)
+        raw = np.where(raw >= 2**23, raw - 2**24, raw)
+    else:  # 212: two 12-bit samples in three bytes; a range may start in the middle of a pair
+        invalid = _PACKED_FORMATS[fmt]
+        pair = first // 2
+        pairs = (first + count + 1) // 2 - pair
+        data = np.fromfile(data_path, dtype=np.uint8, count=3 * pairs, offset=offset + 3 * pair).astype(np.int64)
+        data = np.concatenate([data, np.zeros(-len(data) % 3, dtype=np.int64)])  # an odd total ends on 2 bytes
+        triples = data.reshape(-1, 3)
+        low = triples[:, 0] | ((triples[:, 1] & 0x0F) << 8)
+        high = triples[:, 2] | ((triples[:, 1] & 0xF0) << 4)
+        raw = np.stack([low, high], axis=1).reshape(-1)[first - 2 * pair :][:count]
+        raw = np.where(raw >= 2048, raw - 4096, raw)
+    if len(raw) != count:
+        raise ECGDataError(data_path, f"ends before sample {stop} announced by the header (a truncated file)")
+    samples = raw.reshape(-1, num_signals).astype(np.float64)
+    samples[raw.reshape(-1, num_signals) == invalid] = np.nan
     return samples
 
 
-def _read_with_wfdb(header: WfdbHeader, indices: list[int]) -> np.ndarray:
+def _read_with_wfdb(header: WfdbHeader, indices: list[int], start: int, stop: int) -> np.ndarray:
     """Formats NumPy does not read here (difference and compressed formats), through `wfdb.rdrecord`."""
     try:
         import wfdb
@@ -500,7 +747,14 @@ def _read_with_wfdb(header: WfdbHeader, indices: list[int]) -> np.ndarray:
         raise ImportError("Reading this WFDB storage format needs the wfdb package: pip install wfdb") from err
     fmt = header.signals[indices[0]].fmt
     try:
-        record = wfdb.rdrecord(str(header.path.with_suffix("")), physical=False, return_res=64, channels=indices)
+        record = wfdb.rdrecord(
+            str(header.path.with_suffix("")),
+            sampfrom=start,
+            sampto=stop,
+            physical=False,
+            return_res=64,
+            channels=indices,
+        )
         digital = np.asarray(record.d_signal, dtype=np.float64)
     except Exception as err:  # wfdb raises several types for damaged files
         raise ECGDataError(header.path, f"cannot read format {fmt} samples ({type(err).__name__}: {err})") from None
@@ -510,20 +764,23 @@ def _read_with_wfdb(header: WfdbHeader, indices: list[int]) -> np.ndarray:
     return digital
 
 
-def _check_checksums(header: WfdbHeader, digital: np.ndarray) -> None:
+def _checksum_sums(header: WfdbHeader, digital: np.ndarray) -> np.ndarray:
+    """Each signal's sum of digital samples (an invalid sample counts with its code), toward WFDB's checksums."""
+    sums = np.nan_to_num(digital, nan=0.0).sum(axis=0).astype(np.int64)
+    missing = np.isnan(digital).sum(axis=0)
+    for i in np.flatnonzero(missing):
+        sums[i] += int(missing[i]) * _invalid_code(header.signals[i].fmt)
+    return sums
+
+
+def _check_checksums(header: WfdbHeader, sums: np.ndarray) -> None:
     """WFDB checksums are the 16-bit sum of each signal's samples: they catch data that do not match the header.
     Writers store them signed or unsigned, so compare modulo 2**16."""
     checked = [i for i, s in enumerate(header.signals) if s.checksum is not None]
     if not checked:
         return
-    sums = np.nan_to_num(digital[:, checked], nan=0.0).sum(axis=0).astype(np.int64)
-    # An invalid sample's code counts in the checksum: add it back where NaN stood.
-    for k, i in enumerate(checked):
-        missing = int(np.isnan(digital[:, i]).sum())
-        if missing:
-            sums[k] += missing * _invalid_code(header.signals[i].fmt)
     expected = np.array([header.signals[i].checksum for i in checked], dtype=np.int64)
-    wrong = [header.signals[checked[k]].name for k in np.flatnonzero((sums - expected) % 65536)]
+    wrong = [header.signals[checked[k]].name for k in np.flatnonzero((sums[checked] - expected) % 65536)]
     if wrong:
         data_path = header.path.parent / header.signals[checked[0]].file_name
         raise ECGDataError(
@@ -596,60 +853,158 @@ def _struct_scalar(struct, key):
 # ------------------------------------------------------------------------------------------------------ CSV, NPY
 
 _TIME_COLUMN = re.compile(r"^(time|t)\s*[_ ]?\s*[\[(]?\s*(s|sec|seconds|ms)?\s*[\])]?$", re.IGNORECASE)
+_CSV_PROBE_ROWS = 4096  # rows parsed when the file is opened: the columns, the rate, the first errors
 
 
 def _read_csv(path: Path, sampling_rate: float | None, lead_names: list[str] | None, units: str) -> ECGRecord:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise ECGDataError(path, "not a text file: expected a CSV with one column per lead") from None
-    sample = text[:4096]
-    try:
-        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    rows = [row for row in csv.reader(io.StringIO(text), dialect) if any(cell.strip() for cell in row)]
-    if not rows:
-        raise ECGDataError(path, "empty file")
-    has_header = any(cell.strip() and not _is_number(cell) for cell in rows[0])
-    if has_header:
-        names, first_line, rows = [cell.strip() for cell in rows[0]], 2, rows[1:]
-    elif lead_names is not None:
-        names, first_line = list(lead_names), 1
-    elif len(rows[0]) == len(STANDARD_LEADS):
-        names, first_line = list(STANDARD_LEADS), 1
-    else:
-        raise ECGDataError(path, f"no header row naming the {len(rows[0])} columns: add one or pass --leads")
-    if not rows:
-        raise ECGDataError(path, "a header but no samples")
-    values = np.empty((len(rows), len(names)), dtype=np.float64)
-    for i, row in enumerate(rows):
-        if len(row) != len(names):
-            raise ECGDataError(path, f"line {first_line + i} has {len(row)} values, expected {len(names)} ({names})")
-        for j, cell in enumerate(row):
-            cell = cell.strip()
-            try:
-                values[i, j] = float(cell) if cell else math.nan
-            except ValueError:
-                raise ECGDataError(
-                    path, f"line {first_line + i}, column {names[j]!r}: {cell[:40]!r} is not a number"
-                ) from None
+    samples = _CsvSamples(path, sampling_rate, lead_names)
+    return ECGRecord(str(path), None, samples.sampling_rate, samples.lead_names, units, source=samples)
 
-    time_columns = [j for j, name in enumerate(names) if _TIME_COLUMN.match(name)]
-    if time_columns:
-        j = time_columns[0]
-        scale = 1e-3 if "ms" in names[j].lower() else 1.0
-        rate = _rate_from_time(path, values[:, j] * scale)
+
+class _CsvSamples:
+    """A CSV record's samples, parsed a block of rows at a time (NumPy's C parser; a block it refuses is parsed again
+    cell by cell to name the line and column at fault). The time column, if any, gives the rate and is checked for
+    regular steps throughout."""
+
+    def __init__(self, path: Path, sampling_rate: float | None, lead_names: list[str] | None):
+        self.path = path
+        try:
+            with open(path, encoding="utf-8-sig") as file:
+                sample = file.read(4096)
+        except UnicodeDecodeError:
+            raise ECGDataError(path, "not a text file: expected a CSV with one column per lead") from None
+        except OSError as err:
+            raise ECGDataError(path, f"cannot read the file ({type(err).__name__}: {err.strerror or err})") from None
+        try:
+            self.dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+        except csv.Error:
+            self.dialect = csv.excel
+        first_line, first = next(
+            ((number, line) for number, line in enumerate(sample.splitlines(), 1) if not self._blank(line)),
+            (None, None),
+        )
+        if first is None:
+            raise ECGDataError(path, "empty file")
+        cells = next(csv.reader([first], self.dialect))
+        if any(cell.strip() and not _is_number(cell) for cell in cells):
+            names, self.skip_lines = [cell.strip() for cell in cells], first_line
+        elif lead_names is not None:
+            names, self.skip_lines = list(lead_names), first_line - 1
+        elif len(cells) == len(STANDARD_LEADS):
+            names, self.skip_lines = list(STANDARD_LEADS), first_line - 1
+        else:
+            raise ECGDataError(path, f"no header row naming the {len(cells)} columns: add one or pass --leads")
+        self.names = names
+        time_columns = [j for j, name in enumerate(names) if _TIME_COLUMN.match(name)]
+        self.time_column = time_columns[0] if time_columns else None
+        self.lead_columns = [j for j in range(len(names)) if j != self.time_column]
+        self.lead_names = [names[j] for j in self.lead_columns]
+        self.num_signals = len(self.lead_columns)
+        self.num_samples = None  # known once the file has been read through
+
+        probe = next(self._blocks(_CSV_PROBE_ROWS), None)
+        if probe is None:
+            raise ECGDataError(path, "a header but no samples")
+        if len(probe) < _CSV_PROBE_ROWS:
+            self.num_samples = len(probe)
+        if self.time_column is None:
+            if sampling_rate is None:
+                raise ECGDataError(path, "no sampling rate: add a 'time' column (seconds) or pass --fs")
+            self.step = None
+            self.sampling_rate = float(sampling_rate)
+            return
+        self.time_scale = 1e-3 if "ms" in names[self.time_column].lower() else 1.0
+        rate, self.step = _rate_from_time(path, probe[:, self.time_column] * self.time_scale)
+        if not MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE:
+            unit = "milliseconds (name the column 'time_ms')" if rate < MIN_SAMPLING_RATE else "seconds"
+            raise ECGDataError(
+                path,
+                f"the time column {names[self.time_column]!r} steps by {self.step:g} s, {rate:g} Hz: not a plausible "
+                f"ECG rate ({MIN_SAMPLING_RATE:g}-{MAX_SAMPLING_RATE:g} Hz). Are the times in {unit}? Or drop the "
+                "column and pass --fs",
+            )
         if sampling_rate is not None and not math.isclose(rate, float(sampling_rate), rel_tol=0.01):
             raise ECGDataError(
                 path, f"--fs {sampling_rate:g} Hz disagrees with the time column ({rate:g} Hz): drop one of them"
             )
-        sampling_rate = float(sampling_rate or rate)
-        values = np.delete(values, j, axis=1)
-        names = names[:j] + names[j + 1 :]
-    elif sampling_rate is None:
-        raise ECGDataError(path, "no sampling rate: add a 'time' column (seconds) or pass --fs")
-    return ECGRecord(name=str(path), signal=values, sampling_rate=float(sampling_rate), lead_names=names, units=units)
+        self.sampling_rate = float(sampling_rate or rate)
+
+    def _blank(self, line: str) -> bool:
+        return not line.strip(" \t\r\n" + self.dialect.delimiter)
+
+    def _blocks(self, rows: int) -> Iterator[np.ndarray]:
+        """The file's rows, `rows` at a time, as float64 arrays of every column (blank cells are NaN)."""
+        with open(self.path, encoding="utf-8-sig") as file:
+            number = self.skip_lines
+            for _ in range(self.skip_lines):
+                file.readline()
+            while True:
+                lines = list(itertools.islice(file, rows))
+                if not lines:
+                    return
+                first_number, number = number + 1, number + len(lines)
+                kept = [line for line in lines if not self._blank(line)]
+                while len(kept) < rows:  # blank lines do not count: fill the block
+                    more = list(itertools.islice(file, rows - len(kept)))
+                    if not more:
+                        break
+                    lines += more
+                    number += len(more)
+                    kept += [line for line in more if not self._blank(line)]
+                if kept:
+                    yield self._parse(lines, kept, first_number)
+
+    def _parse(self, lines: list[str], kept: list[str], first_number: int) -> np.ndarray:
+        try:
+            values = np.loadtxt(
+                kept, delimiter=self.dialect.delimiter, quotechar='"', comments=None, ndmin=2, dtype=np.float64
+            )
+            if values.shape[1] == len(self.names):
+                return values
+        except ValueError:
+            pass
+        # Cell by cell, to say where the problem is (and to read blank cells as NaN).
+        values = np.empty((len(kept), len(self.names)), dtype=np.float64)
+        rows = (row for row in zip(itertools.count(first_number), csv.reader(lines, self.dialect)))
+        i = 0
+        for number, row in rows:
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(self.names):
+                raise ECGDataError(
+                    self.path, f"line {number} has {len(row)} values, expected {len(self.names)} ({self.names})"
+                )
+            for j, cell in enumerate(row):
+                cell = cell.strip()
+                try:
+                    values[i, j] = float(cell) if cell else math.nan
+                except ValueError:
+                    raise ECGDataError(
+                        self.path, f"line {number}, column {self.names[j]!r}: {cell[:40]!r} is not a number"
+                    ) from None
+            i += 1
+        return values[:i]
+
+    def chunks(self, size: int) -> Iterator[np.ndarray]:
+        count, last_time = 0, None
+        for block in self._blocks(size):
+            if self.time_column is not None:
+                time = block[:, self.time_column] * self.time_scale
+                _check_time_steps(self.path, time if last_time is None else np.r_[last_time, time], self.step)
+                last_time = time[-1]
+            count += len(block)
+            yield block[:, self.lead_columns]
+        self.num_samples = count
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        parts, position = [], 0
+        for chunk in self.chunks(max(stop - start, 1, _CSV_PROBE_ROWS)):
+            if position + len(chunk) > start:
+                parts.append(chunk[max(start - position, 0) : stop - position])
+            position += len(chunk)
+            if position >= stop:
+                break
+        return np.concatenate(parts) if parts else np.empty((0, self.num_signals))
 
 
 def _is_number(text: str) -> bool:
@@ -660,60 +1015,89 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _rate_from_time(path: Path, time: np.ndarray) -> float:
+def _rate_from_time(path: Path, time: np.ndarray) -> tuple[float, float]:
+    """The rate (Hz) and step (s) of a time column's first values; an error unless they increase regularly."""
     steps = np.diff(time)
-    if len(steps) == 0 or not np.isfinite(steps).all() or (steps <= 0).any():
-        raise ECGDataError(path, "the time column must increase strictly, without gaps or blanks")
+    if len(steps) == 0:
+        raise ECGDataError(path, "a single row: the time column gives no rate")
     step = float(np.median(steps))
-    if np.abs(steps - step).max() > 0.01 * step:
-        raise ECGDataError(path, f"irregular time column (steps from {steps.min():g} to {steps.max():g} s)")
+    _check_time_steps(path, time, step)
     rate = 1.0 / step
-    return float(round(rate)) if abs(rate - round(rate)) < 1e-3 * rate else rate
+    return (float(round(rate)) if abs(rate - round(rate)) < 1e-3 * rate else rate), step
+
+
+def _check_time_steps(path: Path, time: np.ndarray, step: float) -> None:
+    steps = np.diff(time)
+    if not np.isfinite(steps).all() or (steps <= 0).any():
+        raise ECGDataError(path, "the time column must increase strictly, without gaps or blanks")
+    if len(steps) and np.abs(steps - step).max() > 0.01 * step:
+        raise ECGDataError(path, f"irregular time column (steps from {steps.min():g} to {steps.max():g} s)")
 
 
 def _read_npy(path: Path, sampling_rate: float | None, lead_names: list[str] | None, units: str) -> ECGRecord:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except Exception as err:
-        raise ECGDataError(path, f"not a NumPy .npy array ({type(err).__name__}: {err})") from None
-    if not isinstance(array, np.ndarray) or array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
-        raise ECGDataError(path, f"expected a 2-D numeric array (samples x leads), got {getattr(array, 'shape', '?')}")
+    samples = _NpySamples(path, lead_names)
     if sampling_rate is None or lead_names is None:
         raise ECGDataError(
             path, "a .npy record needs --fs (Hz) and --leads (its column names, e.g. I,II,V1,... or 'standard')"
         )
-    leads = len(lead_names)
-    notes = []
-    if array.shape[1] != leads and array.shape[0] == leads:
-        array = array.T
-        notes.append(f"array read as {leads} leads x samples (transposed)")
-    elif array.shape[1] != leads:
-        raise ECGDataError(path, f"array of shape {array.shape} does not have the {leads} leads named by --leads")
-    return ECGRecord(
-        name=str(path),
-        signal=array.astype(np.float64),
-        sampling_rate=float(sampling_rate),
-        lead_names=list(lead_names),
-        units=units,
-        notes=notes,
-    )
+    notes = ["array read as leads x samples (transposed)"] if samples.transposed else []
+    return ECGRecord(str(path), None, sampling_rate, lead_names, units, notes, source=samples)
+
+
+class _NpySamples:
+    """A `.npy` array's samples, a range at a time through a memory map that is dropped after each read (so that
+    reading a long record does not keep it resident)."""
+
+    def __init__(self, path: Path, lead_names: list[str] | None):
+        self.path = path
+        array = self._map()
+        if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+            raise ECGDataError(path, f"expected a 2-D numeric array (samples x leads), got {array.shape}")
+        leads = len(lead_names) if lead_names is not None else array.shape[1]
+        self.transposed = array.shape[1] != leads and array.shape[0] == leads
+        if array.shape[1] != leads and not self.transposed:
+            raise ECGDataError(path, f"array of shape {array.shape} does not have the {leads} leads named by --leads")
+        self.num_samples, self.num_signals = array.shape[::-1] if self.transposed else array.shape
+
+    def _map(self) -> np.ndarray:
+        try:
+            return np.load(self.path, mmap_mode="r", allow_pickle=False)
+        except Exception as err:
+            raise ECGDataError(self.path, f"not a NumPy .npy array ({type(err).__name__}: {err})") from None
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        array = self._map()
+        part = array[:, start:stop].T if self.transposed else array[start:stop]
+        return np.array(part, dtype=np.float64)
+
+    def chunks(self, size: int) -> Iterator[np.ndarray]:
+        for start in range(0, self.num_samples, size):
+            yield self.read(start, start + size)
 
 
 __all__ = [
+    "AMPLITUDE_RANGE_MV",
     "CPSC_SAMPLING_RATE",
     "ECGDataError",
     "ECGRecord",
+    "MAX_SAMPLING_RATE",
+    "MIN_SAMPLING_RATE",
     "STANDARD_LEADS",
     "UNIT_TO_MV",
     "WfdbHeader",
     "canonical_lead_name",
-    "check_finite",
+    "check_ecg_amplitude",
+    "check_finite_samples",
+    "check_sampling_rate",
     "lead_columns",
     "millivolt_factors",
     "parse_lead_names",
+    "peak_to_peak_mv",
     "read_record",
     "read_wfdb",
     "read_wfdb_header",
+    "record_key",
+    "records_in",
     "select_ecg_leads",
     "standard_leads_mv",
 ]

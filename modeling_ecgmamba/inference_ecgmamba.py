@@ -6,7 +6,9 @@
     print(results[0].diagnoses, results[0].probabilities)
 
 A record becomes the model's windows through the checkpoint's feature extractor (which owns the window layout and
-says where each window starts); window logits become record probabilities and decisions in [`record_scores`], the
+says where each window starts) in [`iter_record_windows`], the one function that the predictor, the pipeline and the
+explanations call: it streams a record a chunk at a time and its windows a batch at a time, so that a 24-hour record
+is predicted in bounded memory. Window logits become record probabilities and decisions in [`record_scores`], the
 single function that training's evaluation, [`ECGPredictor`], the `ecg-classification` pipeline and the explanations
 all call. What it needs comes from the checkpoint: `config.problem_type` (sigmoid or softmax),
 `config.window_aggregation` and `config.thresholds` (written by training), and the extractor's window and stride.
@@ -18,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -26,7 +29,14 @@ import numpy as np
 import torch
 
 from .configuration_ecgmamba import WINDOW_AGGREGATIONS
-from .ecg_records import ECGDataError, ECGRecord, check_finite, parse_lead_names, read_record, select_ecg_leads
+from .ecg_records import (
+    ECGDataError,
+    ECGRecord,
+    check_sampling_rate,
+    parse_lead_names,
+    read_record,
+    select_ecg_leads,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -146,29 +156,60 @@ class RecordWindows(NamedTuple):
     notes: list[str]
 
 
-def record_windows(feature_extractor, record: ECGRecord, window_stride_seconds: float | None = None) -> RecordWindows:
-    """One record -> the model's windows (sliding over long records at the extractor's stride unless one is given,
-    padded and masked for short ones), after the record checks; an [`ECGDataError`] naming the record otherwise."""
+def iter_record_windows(
+    feature_extractor,
+    record: ECGRecord,
+    window_stride_seconds: float | None = None,
+    batch_size: int = 32,
+    check_amplitude: bool | None = None,
+) -> Iterator[RecordWindows]:
+    """One record -> the model's windows, `batch_size` at a time (sliding over long records at the extractor's stride
+    unless one is given, padded and masked for short ones), read and checked a chunk at a time: memory does not grow
+    with the record's length. The record checks run on the way: an [`ECGDataError`] naming the record may come after
+    some batches (discard them). The last batch's `notes` are the record's notes."""
     record = select_ecg_leads(record)
-    check_finite(record)
-    features = feature_extractor(
-        record.signal,
-        sampling_rate=record.sampling_rate,
-        lead_names=record.lead_names,
-        units=record.units,
-        return_windows=True,
-        window_stride_seconds=window_stride_seconds,
-        return_tensors="pt",
-        record_names=[record.name],
-    )
     notes = list(record.notes)
+    options = dict(window_stride_seconds=window_stride_seconds, check_amplitude=check_amplitude)
+    if hasattr(feature_extractor, "iter_windows"):
+        batches = feature_extractor.iter_windows(
+            record.chunks(), record.sampling_rate, record.lead_names, record.units, name=record.name,
+            batch_size=batch_size, return_tensors="pt", **options,
+        )  # fmt: skip
+    else:  # the extractor of a checkpoint saved before streaming: whole records only
+        batches = [
+            feature_extractor(
+                record.signal, sampling_rate=record.sampling_rate, lead_names=record.lead_names, units=record.units,
+                return_windows=True, window_stride_seconds=window_stride_seconds, return_tensors="pt",
+                record_names=[record.name],
+            )
+        ]  # fmt: skip
+    previous = None
+    for batch in batches:
+        if previous is not None:
+            yield previous
+        previous = RecordWindows(batch["input_values"], batch["attention_mask"], batch["window_start"].numpy(), notes)
     window = float(feature_extractor.window_seconds)
     if record.duration < window - 1e-9:
         notes.append(
             f"record is {record.duration:.1f} s, shorter than the model's {window:g} s window: padded and masked "
             "(the model reads only the real samples; short records are less reliable)"
         )
-    return RecordWindows(features["input_values"], features["attention_mask"], features["window_start"].numpy(), notes)
+    yield previous
+
+
+def record_windows(
+    feature_extractor, record: ECGRecord, window_stride_seconds: float | None = None, check_amplitude=None
+) -> RecordWindows:
+    """All of one record's windows at once ([`iter_record_windows`] gathered): for records that fit in memory."""
+    batches = list(
+        iter_record_windows(feature_extractor, record, window_stride_seconds, check_amplitude=check_amplitude)
+    )
+    return RecordWindows(
+        torch.cat([b.input_values for b in batches]),
+        torch.cat([b.attention_mask for b in batches]),
+        np.concatenate([b.window_start for b in batches]),
+        batches[-1].notes,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ predictions
@@ -184,6 +225,7 @@ class RecordPrediction:
     thresholds: dict[str, float] = field(default_factory=dict)
     diagnoses: list[str] = field(default_factory=list)
     window_probabilities: list[list[float]] = field(default_factory=list)
+    window_seconds: list[list[float]] = field(default_factory=list)  # [start, end] of each window in the record
     sampling_rate: float | None = None
     duration: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -210,6 +252,7 @@ class RecordPrediction:
             "duration_seconds": self.duration,
             "num_windows": self.num_windows,
             "window_probabilities": self.window_probabilities,
+            "window_seconds": self.window_seconds,
             "notes": self.notes,
             "explanation": self.explanation,
         }
@@ -294,6 +337,10 @@ def _registered_here(model_name_or_path, hub_kwargs) -> bool:
 class ECGPredictor:
     """Runs an ECG classifier over raw records: windows, batches, aggregation, thresholds.
 
+    Records are streamed: read a chunk at a time and run a batch of windows at a time (batches mix records), so a
+    24-hour record takes the memory of a short one, and [`iter_predict`] hands each record's result over as soon as
+    it is complete.
+
     Args:
         model: a classifier of this package (any model called as `model(input_values=..., attention_mask=...)`
             with `.logits`).
@@ -301,13 +348,15 @@ class ECGPredictor:
         device: `"auto"` (CUDA when available), `"cpu"`, `"cuda"`, `"cuda:1"`...
         batch_size: windows per forward pass.
         thresholds: one per class, a single float for all, or a dict by class name; default `config.thresholds`,
-            else 0.5.
+            else 0.5 (with a warning: a checkpoint without tuned thresholds).
         aggregation: `"mean"` or `"max"` of the window probabilities per record; default the
             `config.window_aggregation` the model was trained and its thresholds tuned with. Mean keeps a long
             record's score comparable with a 10 s record's; max is more sensitive to episodic findings (a single
             PVC run) at the price of more false alarms the longer the record.
         window_stride_seconds: stride of the sliding windows over long records; default the extractor's (the
             stride training evaluated with).
+        check_amplitude: refuse records whose amplitude cannot be an ECG in mV (default: the extractor's setting,
+            on); `False` only for records whose amplitude is real.
     """
 
     def __init__(
@@ -319,6 +368,7 @@ class ECGPredictor:
         thresholds=None,
         aggregation: str | None = None,
         window_stride_seconds: float | None = None,
+        check_amplitude: bool | None = None,
     ):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -328,13 +378,21 @@ class ECGPredictor:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         config = model.config
         self.labels = [str(config.id2label[i]) for i in range(config.num_labels)]
-        self.thresholds = resolve_thresholds(
-            thresholds if thresholds is not None else getattr(config, "thresholds", None), self.labels
-        )
+        tuned = getattr(config, "thresholds", None)
+        self.thresholds = resolve_thresholds(thresholds if thresholds is not None else tuned, self.labels)
+        self.threshold_note = None
+        if thresholds is None and tuned is None:
+            self.threshold_note = (
+                f"no tuned thresholds, using {DEFAULT_THRESHOLD} for every class (the checkpoint has none)"
+            )
+            logger.warning(self.threshold_note)
         self.aggregation = aggregation or getattr(config, "window_aggregation", None) or "mean"
         if self.aggregation not in WINDOW_AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {WINDOW_AGGREGATIONS}, got {self.aggregation!r}")
+        if window_stride_seconds is not None and not window_stride_seconds > 0:
+            raise ValueError(f"window_stride_seconds must be positive, got {window_stride_seconds!r}")
         self.window_stride_seconds = window_stride_seconds
+        self.check_amplitude = check_amplitude
 
     @classmethod
     def from_pretrained(cls, model_name_or_path, trust_remote_code: bool = True, hub_kwargs=None, **kwargs):
@@ -348,9 +406,15 @@ class ECGPredictor:
     def window_seconds(self) -> float:
         return float(self.feature_extractor.window_seconds)
 
+    def iter_windows(self, record: ECGRecord) -> Iterator[RecordWindows]:
+        """[`iter_record_windows`] with this predictor's stride, batch size and amplitude check."""
+        return iter_record_windows(
+            self.feature_extractor, record, self.window_stride_seconds, self.batch_size, self.check_amplitude
+        )
+
     def prepare(self, record: ECGRecord) -> RecordWindows:
-        """Checks and windows of one record; raises an [`ECGDataError`] naming it."""
-        return record_windows(self.feature_extractor, record, self.window_stride_seconds)
+        """Checks and all windows of one record at once; raises an [`ECGDataError`] naming it."""
+        return record_windows(self.feature_extractor, record, self.window_stride_seconds, self.check_amplitude)
 
     @torch.inference_mode()
     def window_logits(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -368,11 +432,14 @@ class ECGPredictor:
             window_logits, self.model.config, record_index, aggregation=self.aggregation, thresholds=self.thresholds
         )
 
-    def _finish(self, result: RecordPrediction, window_logits: torch.Tensor) -> RecordPrediction:
-        scores = self.scores(window_logits)
+    def _finish(self, item: _Pending) -> RecordPrediction:
+        result = item.result
+        scores = self.scores(torch.cat(item.logits))
         probabilities, decisions = scores.probabilities[0], scores.decisions[0]
+        rate = float(self.feature_extractor.sampling_rate)
         result.labels = list(self.labels)
         result.window_probabilities = scores.window_probabilities.round(6).tolist()
+        result.window_seconds = [[start / rate, (start + length) / rate] for start, length in item.windows]
         result.probabilities = {label: float(p) for label, p in zip(self.labels, probabilities)}
         result.thresholds = {label: float(t) for label, t in zip(self.labels, scores.thresholds)}
         order = np.argsort(-probabilities, kind="stable")
@@ -391,7 +458,11 @@ class ECGPredictor:
         record = ECGRecord.from_array(signal, sampling_rate, lead_names, units, name)
         return self.predict([record], raise_errors=True)[0]
 
-    def predict(
+    def predict(self, records: Iterable, *args, **kwargs) -> list[RecordPrediction]:
+        """Every record's [`RecordPrediction`] (paths or [`ECGRecord`]s): [`iter_predict`] gathered into a list."""
+        return list(self.iter_predict(records, *args, **kwargs))
+
+    def iter_predict(
         self,
         records: Iterable,
         sampling_rate: float | None = None,
@@ -399,66 +470,97 @@ class ECGPredictor:
         units: str = "mV",
         progress: bool | None = False,
         raise_errors: bool = False,
-    ) -> list[RecordPrediction]:
-        """Predict every record (paths or [`ECGRecord`]s), batching windows across records.
+    ) -> Iterator[RecordPrediction]:
+        """Predict every record (paths or [`ECGRecord`]s), yielding each result, in order, once it is complete.
 
-        A record that cannot be read or used yields a `RecordPrediction` with `error` set (with
-        `raise_errors=True` the first such error is raised instead); the others are unaffected.
-        `sampling_rate`, `lead_names` and `units` apply to files that do not carry them (`.csv`, `.npy`).
+        A record that cannot be read or used, for any reason, yields a `RecordPrediction` with `error` set (with
+        `raise_errors=True` the first such error is raised instead); the others are unaffected. `sampling_rate`,
+        `lead_names` and `units` apply to files that do not carry them (`.csv`, `.npy`); a `sampling_rate` that is
+        no plausible rate raises a `ValueError` before any work.
         """
-        records = list(records)
+        if sampling_rate is not None:
+            sampling_rate = check_sampling_rate(sampling_rate, "sampling_rate")
         lead_names = parse_lead_names(lead_names)
-        results: list[RecordPrediction] = []
-        logits: dict[int, list[torch.Tensor]] = {}
-        queue: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (result index, windows, masks)
-        queued = 0
+        records = list(records)
+        pending: deque[_Pending] = deque()
+        queue: list[tuple[_Pending, torch.Tensor, torch.Tensor]] = []  # windows waiting for a full batch
+
+        def fail(item: _Pending, err: Exception):
+            name = item.result.name
+            if isinstance(err, ECGDataError):
+                # The problem alone when it is about the record itself; with the file when another file is at fault.
+                item.result.error = err.problem if err.path == name else str(err)
+            else:
+                item.result.error = f"{type(err).__name__}: {err}"
+            item.logits, item.open = [], False
+            queue[:] = [entry for entry in queue if entry[0] is not item]
+            if raise_errors:
+                raise err if isinstance(err, ECGDataError) else ECGDataError(name, item.result.error) from err
 
         def flush(final=False):
-            nonlocal queue, queued
-            while queue and (final or queued >= self.batch_size):
-                owners = [i for i, values, _ in queue for _ in range(len(values))]
-                values = torch.cat([v for _, v, _ in queue])
-                masks = torch.cat([m for _, _, m in queue])
-                queue, queued = [], 0
+            while queue and (final or sum(len(values) for _, values, _ in queue) >= self.batch_size):
+                entries = list(queue)
+                queue.clear()
+                values = torch.cat([v for _, v, _ in entries])
+                masks = torch.cat([m for _, _, m in entries])
                 try:
-                    batch = self.window_logits(values, masks)
-                except ValueError:
-                    # The model rejected something the checks let through: find the record, spare the others.
-                    batch = None
-                    for owner in dict.fromkeys(owners):
-                        rows = [k for k, o in enumerate(owners) if o == owner]
-                        try:
-                            logits.setdefault(owner, []).append(self.window_logits(values[rows], masks[rows]))
-                        except ValueError as err:
-                            results[owner].error = str(err)
-                            if raise_errors:
-                                raise ECGDataError(results[owner].name, str(err)) from None
-                if batch is not None:
-                    for k, owner in enumerate(owners):
-                        logits.setdefault(owner, []).append(batch[k : k + 1])
+                    logits = self.window_logits(values, masks)
+                except Exception:
+                    logits = None  # the model refused something the checks let through: find whose windows
+                start = 0
+                for item, batch, mask in entries:
+                    rows = slice(start, start + len(batch))
+                    start += len(batch)
+                    if item.result.error is not None:
+                        continue
+                    try:
+                        item.logits.append(logits[rows] if logits is not None else self.window_logits(batch, mask))
+                    except Exception as err:
+                        fail(item, err)
 
-        for item in _progress(records, progress):
-            name = item.name if isinstance(item, ECGRecord) else str(item)
-            result = RecordPrediction(name=name)
-            results.append(result)
+        def finished():
+            while pending and not pending[0].open and not any(entry[0] is pending[0] for entry in queue):
+                item = pending.popleft()
+                yield item.result if item.result.error is not None else self._finish(item)
+
+        for source in _progress(records, progress):
+            name = source.name if isinstance(source, ECGRecord) else str(source)
+            item = _Pending(RecordPrediction(name=name))
+            pending.append(item)
             try:
-                record = item if isinstance(item, ECGRecord) else read_record(item, sampling_rate, lead_names, units)
-                values, masks, _, notes = self.prepare(record)
-            except ECGDataError as err:
-                # The problem alone when it is about the record itself; with the file when another file is at fault.
-                result.error = err.problem if err.path == name else str(err)
-                if raise_errors:
-                    raise
-                continue
-            result.sampling_rate, result.duration, result.notes = record.sampling_rate, record.duration, notes
-            queue.append((len(results) - 1, values, masks))
-            queued += len(values)
-            flush()
+                record = source
+                if not isinstance(source, ECGRecord):
+                    record = read_record(source, sampling_rate, lead_names, units)
+                for windows in self.iter_windows(record):
+                    queue.append((item, windows.input_values, windows.attention_mask))
+                    lengths = windows.attention_mask.sum(1).tolist()
+                    item.windows.extend(zip(windows.window_start.tolist(), lengths))
+                    flush()
+                    if item.result.error is not None:
+                        break
+                if item.result.error is None:
+                    result = item.result
+                    result.sampling_rate, result.duration, result.notes = (
+                        record.sampling_rate,
+                        record.duration,
+                        windows.notes,
+                    )
+            except Exception as err:
+                fail(item, err)
+            item.open = False
+            yield from finished()
         flush(final=True)
-        for index, result in enumerate(results):
-            if result.ok:
-                self._finish(result, torch.cat(logits[index]))
-        return results
+        yield from finished()
+
+
+@dataclass
+class _Pending:
+    """A record being predicted: its result, the logits of its windows so far and their (start, length)."""
+
+    result: RecordPrediction
+    logits: list = field(default_factory=list)
+    windows: list = field(default_factory=list)
+    open: bool = True
 
 
 def _progress(items: list, enabled: bool | None):
@@ -485,6 +587,7 @@ def predict(records, model, **kwargs) -> list[RecordPrediction]:
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "iter_record_windows",
     "ECGPredictor",
     "RecordPrediction",
     "RecordScores",

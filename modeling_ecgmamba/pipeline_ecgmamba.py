@@ -18,13 +18,15 @@ registers the task with `PIPELINE_REGISTRY`, so `pipeline("ecg-classification", 
 imported it, and `ECGClassificationPipeline(model=..., feature_extractor=...).save_pretrained(folder)` writes a
 complete checkpoint the same way.
 
-Long records are split into the model's windows (a "chunk" each, batched with `batch_size`), short ones padded and
-masked; window logits become the record's probabilities and decisions in `inference_ecgmamba.record_scores`, as in
+Long records are split into the model's windows (a "chunk" each, batched with `batch_size`) as the record is read,
+a minute at a time (`inference_ecgmamba.iter_record_windows`, as for `ECGPredictor`), short ones padded and masked;
+window logits become the record's probabilities and decisions in `inference_ecgmamba.record_scores`, as in
 training's evaluation and `ECGPredictor` (aggregation and thresholds from the checkpoint's config unless given).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -37,7 +39,7 @@ from transformers.pipelines.base import ChunkPipeline
 
 from .configuration_ecgmamba import WINDOW_AGGREGATIONS
 from .ecg_records import ECGRecord, read_record
-from .inference_ecgmamba import record_scores, record_windows
+from .inference_ecgmamba import iter_record_windows, record_scores
 
 TASK = "ecg-classification"
 PIPELINE_FILE = "pipeline_ecgmamba.py"
@@ -47,9 +49,10 @@ class ECGClassificationPipeline(ChunkPipeline):
     """Multi-label ECG classification of one record or a list of records (see the module docstring).
 
     Call arguments (all optional): `sampling_rate`, `lead_names`, `units` (for arrays, `.csv` without a time column
-    and `.npy`), `window_stride_seconds` (default the extractor's), `aggregation` (`"mean"` or `"max"`; default
-    `config.window_aggregation`), `threshold` (one float, one per class or a dict by class name; default
-    `config.thresholds`, else 0.5) and `top_k` (how many classes to return, default all).
+    and `.npy`), `window_stride_seconds` (default the extractor's), `check_amplitude` (`False` accepts a record whose
+    amplitude is implausible for an ECG in mV; default the extractor's check, on), `aggregation` (`"mean"` or
+    `"max"`; default `config.window_aggregation`), `threshold` (one float, one per class or a dict by class name;
+    default `config.thresholds`, else 0.5) and `top_k` (how many classes to return, default all).
     """
 
     _load_processor = False
@@ -63,6 +66,7 @@ class ECGClassificationPipeline(ChunkPipeline):
         lead_names=None,
         units=None,
         window_stride_seconds=None,
+        check_amplitude=None,
         aggregation=None,
         threshold=None,
         top_k=None,
@@ -75,6 +79,7 @@ class ECGClassificationPipeline(ChunkPipeline):
                 lead_names=lead_names,
                 units=units,
                 window_stride_seconds=window_stride_seconds,
+                check_amplitude=check_amplitude,
             ).items()
             if value is not None
         }
@@ -89,15 +94,22 @@ class ECGClassificationPipeline(ChunkPipeline):
             postprocess["top_k"] = int(top_k)
         return preprocess, {}, postprocess
 
-    def preprocess(self, inputs, sampling_rate=None, lead_names=None, units="mV", window_stride_seconds=None):
+    def preprocess(
+        self, inputs, sampling_rate=None, lead_names=None, units="mV", window_stride_seconds=None, check_amplitude=None
+    ):
         record = self._to_record(inputs, sampling_rate, lead_names, units)
-        input_values, attention_mask, _, _ = record_windows(self.feature_extractor, record, window_stride_seconds)
-        for i in range(len(input_values)):
-            yield {
-                "input_values": input_values[i : i + 1],
-                "attention_mask": attention_mask[i : i + 1],
-                "is_last": i == len(input_values) - 1,
-            }
+        batches = iter_record_windows(
+            self.feature_extractor, record, window_stride_seconds, check_amplitude=check_amplitude
+        )
+        batch = next(batches)
+        for following in itertools.chain(batches, [None]):
+            for i in range(len(batch.input_values)):
+                yield {
+                    "input_values": batch.input_values[i : i + 1],
+                    "attention_mask": batch.attention_mask[i : i + 1],
+                    "is_last": following is None and i == len(batch.input_values) - 1,
+                }
+            batch = following
 
     def _to_record(self, inputs, sampling_rate, lead_names, units) -> ECGRecord:
         if isinstance(inputs, (str, os.PathLike)):

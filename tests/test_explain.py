@@ -14,8 +14,8 @@ from ecgmamba_apps.explain import (
     explanation_summary,
     plot_explanation,
 )
-from ecgmamba_apps.predict import explanation_paths, main
-from modeling_ecgmamba import ECGPredictor, RecordPrediction, read_record
+from ecgmamba_apps.predict import ExplanationPaths, main
+from modeling_ecgmamba import ECGPredictor, read_record
 
 MI_RECORD = "00139"  # PTB-XL: IMI 100, "inferior infarkt" (Q waves in II, III, aVF)
 
@@ -104,9 +104,13 @@ def test_cli_explain(checkpoint, mi_record, tmp_path, capsys):
 
 
 def test_explanation_paths():
-    ok, failed = RecordPrediction("a/rec.hea"), RecordPrediction("b/rec.hea", error="bad")
-    assert explanation_paths("out.png", [ok, failed]) == ["out.png", None]  # one picture: the path as given
-    assert explanation_paths("x/out.png", [ok, RecordPrediction("c/rec.mat")]) == ["x/out_rec.png", "x/out_rec-2.png"]
+    assert ExplanationPaths("out.png", several=False)("a/rec.hea") == "out.png"  # one record: the path as given
+    name = ExplanationPaths("x/out.png", several=True)
+    assert [name("a/rec.hea"), name("c/rec.mat"), name("d/other file.csv")] == [
+        "x/out_rec.png",
+        "x/out_rec-2.png",
+        "x/out_other_file.png",
+    ]
 
 
 def test_missing_matplotlib_is_a_clear_error(predictor, mi_record, tmp_path, monkeypatch):

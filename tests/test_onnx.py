@@ -4,6 +4,8 @@ import contextlib
 import importlib
 import io
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +13,13 @@ import torch
 from test_predict import make_checkpoint
 
 from ecgmamba_apps.onnx_export import main, onnx_session, run_onnx
-from modeling_ecgmamba import ECGPredictor, read_record
+from modeling_ecgmamba import ECGMambaFeatureExtractor, ECGPredictor, read_record
 
-scan_module = importlib.import_module("modeling_ecgmamba.selective_scan")  # the package exports a function of that name
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+scan_module = importlib.import_module(
+    "modeling_ecgmamba.selective_scan"
+)  # the package exports a function of that name
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -36,11 +42,11 @@ def exported(tmp_path_factory, ptbxl_dir, data_dir):
     with contextlib.redirect_stdout(output):
         status = main(["--model", str(checkpoint), "--output", str(path), "--check", *map(str, check)])
     assert status == 0, output.getvalue()
-    return predictor, path, output.getvalue()
+    return predictor, path, output.getvalue(), checkpoint
 
 
 def test_export_writes_dynamic_batch_and_length(exported):
-    predictor, path, output = exported
+    predictor, path, output, _ = exported
     assert f"wrote {path}" in output and "dynamic batch and length, opset 18" in output
     assert output.count("  ok") == 2  # the two --check records
     model = onnx.load(str(path))
@@ -56,7 +62,7 @@ def test_export_writes_dynamic_batch_and_length(exported):
 
 
 def test_onnxruntime_matches_pytorch_on_real_records(exported, data_dir):
-    predictor, path, _ = exported
+    predictor, path, *_ = exported
     session = onnx_session(path, threads=2)
     names = [data_dir / "ptb-xl" / "records100" / "00000" / f"{ecg_id:05d}_lr.hea" for ecg_id in (1, 2, 3, 139)] + [
         data_dir / "cpsc2018" / "TrainingSet1" / "A1985.mat"
@@ -81,8 +87,53 @@ def test_onnxruntime_matches_pytorch_on_real_records(exported, data_dir):
 
 
 def test_export_leaves_the_library_as_it_was(exported):
-    predictor, _, _ = exported
+    predictor, *_ = exported
     # The dispatch chose the loop-free scan by itself while exporting: nothing was swapped or reconfigured.
     assert scan_module._IMPLS["torch"] is scan_module.selective_scan_torch
     assert scan_module._IMPLS["parallel"] is scan_module.selective_scan_parallel
     assert predictor.model.config.scan_backend == "auto"
+
+
+def readme_onnx_example() -> str:
+    """The README's onnxruntime example (the Python block after its marker comment)."""
+    text = (REPO_ROOT / "README.md").read_text()
+    after = text.split("<!-- onnxruntime example: tests/test_onnx.py runs this block -->", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_onnxruntime_example_runs_end_to_end(exported, data_dir):
+    predictor, path, _, checkpoint = exported
+    code = readme_onnx_example()
+    record = data_dir / "ptb-xl" / "records500" / "00000" / "00001_hr"
+    for old, new in [
+        ('"outputs/ecgmamba-ptbxl"', repr(str(checkpoint))),
+        ('"../shared/data/ptb-xl/records500/00000/00001_hr"', repr(str(record))),
+        ('"ecgmamba.onnx"', repr(str(path))),
+    ]:
+        assert old in code, old
+        code = code.replace(old, new)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # the extractor's int64 mask goes to onnxruntime as it is
+    assert namespace["features"]["attention_mask"].dtype == np.int64
+    expected = predictor.predict([record.with_suffix(".hea")])[0]
+    np.testing.assert_allclose(namespace["window_probabilities"], expected.window_probabilities, atol=1e-5)
+    probabilities = [expected.probabilities[label] for label in predictor.labels]
+    np.testing.assert_allclose(namespace["probabilities"], probabilities, atol=1e-5)
+
+
+def test_the_attention_mask_is_int64_everywhere(ptbxl_dir):
+    record = read_record(ptbxl_dir / "records100" / "00000" / "00001_lr.hea")
+    extractor = ECGMambaFeatureExtractor()
+    for tensors in ("np", "pt", None):
+        features = extractor(record.signal, 100, record.lead_names, return_windows=True, return_tensors=tensors)
+        assert str(features["attention_mask"].dtype) in ("int64", "torch.int64")
+    batch = next(extractor.iter_windows(record.chunks(), 100, record.lead_names, return_tensors="np"))
+    assert batch["attention_mask"].dtype == np.int64
+
+
+def test_export_without_the_onnx_extra_says_which_extra(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    status = main(["--model", str(tmp_path / "not-loaded"), "--output", str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "\n" not in err
+    assert err == "ecgmamba-export-onnx: needs the onnx extra: pip install 'ecgmamba[onnx]' (missing: onnxscript)"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import wfdb
-from test_predict import make_checkpoint
+from test_predict import make_checkpoint, write_record
 
 import train_hf
 from dataset_scripts import load_cinc2021, load_cpsc2018, load_ptbxl
@@ -133,6 +133,28 @@ def test_a_single_label_model_gets_the_same_answer_everywhere(tmp_path, ptbxl_di
     assert np.ptp(scores.probabilities, axis=0).max() > 0.05  # the records get different answers
     paths = every_path(predictor, signals)
     assert_same_answers(paths, scores.probabilities, scores.decisions, predictor.labels)
+
+
+def test_a_long_record_streamed_from_disk_gets_the_in_memory_answer_everywhere(tmp_path, ptbxl_dir):
+    """A record read from disk a chunk at a time (predictor, pipeline, explain) and the same record in memory."""
+    checkpoint = make_checkpoint(tmp_path / "checkpoint", ptbxl_dir)
+    predictor = ECGPredictor.from_pretrained(checkpoint, device="cpu", batch_size=5, trust_remote_code=False)
+    source = read_record(ptbxl_dir / "records500" / "00000" / "00139_hr.hea")
+    signal = np.tile(source.signal, (14, 1))  # 140 s at 500 Hz: three chunks, two resampler blocks, 27 windows
+    header = write_record(tmp_path, "long", signal, source.lead_names)
+
+    in_memory = predictor.predict_signal(signal, 500, source.lead_names)
+    streamed = predictor.predict([header])[0]
+    assert streamed.num_windows == in_memory.num_windows == 27
+    np.testing.assert_allclose(streamed.window_probabilities, in_memory.window_probabilities, rtol=0, atol=1e-6)
+    assert streamed.window_seconds == in_memory.window_seconds and streamed.diagnoses == in_memory.diagnoses
+    classifier = ECGClassificationPipeline(model=predictor.model, feature_extractor=predictor.feature_extractor)
+    scores = {item["label"]: item["score"] for item in classifier(str(header))}
+    np.testing.assert_allclose(
+        [scores[label] for label in predictor.labels], list(in_memory.probabilities.values()), atol=1e-5
+    )
+    explanation = explain_record(predictor, header, steps=2)
+    assert explanation.probability == pytest.approx(in_memory.probabilities[explanation.label], abs=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------- readers
