@@ -26,7 +26,7 @@ RUN_RESULTS = (RUN_ARGUMENTS_FILE, "trainer_state.json", "*_results.json", "test
 # the resume options themselves): a resumed run may change them freely.
 NOT_COMPARED = frozenset(
     {
-        "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "resume_with_changed_args",
+        "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "resume_with_changed_args", "local_rank",
         "save_strategy", "save_steps", "save_total_limit", "save_only_model", "save_safetensors",
         "logging_strategy", "logging_steps", "logging_first_step", "logging_nan_inf_filter", "log_level",
         "log_level_replica", "log_on_each_node", "disable_tqdm", "report_to", "run_name", "project",
