@@ -63,7 +63,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("--output_dir", default="outputs/accuracy", help="runs, results.json and RESULTS-style tables")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--learning_rates", nargs="+", type=float, default=[3e-4, 1e-3, 3e-3])
+    # Wide on purpose: the sequence models' best rates sat at the low end of a narrower grid, xresnet1d101's high.
+    parser.add_argument("--learning_rates", nargs="+", type=float, default=[3e-5, 1e-4, 3e-4, 1e-3, 3e-3])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=float, default=20)
     parser.add_argument("--batch_size", type=int, default=32, help="global batch (per process x processes)")

@@ -1,6 +1,7 @@
-"""What a run reports: the training curves, the model card (from the repository's `model_card.md`), the
-hyperparameter table and the summary printed at the end."""
+"""What a run reports: the settings printed at the start, the training curves, the model card (from the repository's
+`model_card.md`), the hyperparameter table and the summary printed at the end."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,11 @@ MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
 CURVES_FILE = "training_curves.png"
 
 
-def plot_training_curves(log_history: list[dict], path, metric: str = "eval_macro_auc") -> Path:
-    """Training and validation loss against steps, and the validation metric, as one PNG."""
+def plot_training_curves(
+    log_history: list[dict], path, metric: str = "eval_macro_auc", kept_step: int | None = None
+) -> Path:
+    """Training and validation loss against steps, and the validation metric, as one PNG; a dashed line marks the
+    step whose weights the run kept."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,8 +32,13 @@ def plot_training_curves(log_history: list[dict], path, metric: str = "eval_macr
         steps, losses, values = zip(*evals)
         loss_ax.plot(steps, losses, "o-", label="validation loss")
         metric_ax.plot(steps, values, "o-", color="tab:green")
+    if kept_step is not None:
+        for ax in (loss_ax, metric_ax):
+            ax.axvline(kept_step, color="tab:red", linestyle="--", linewidth=1, label=f"kept (step {kept_step})")
+        metric_ax.legend()
     loss_ax.set(xlabel="step", ylabel="BCE loss", title="Loss")
-    loss_ax.legend()
+    if loss_ax.get_legend_handles_labels()[0]:  # nothing logged (a run too short to log): no empty legend
+        loss_ax.legend()
     metric_ax.set(xlabel="step", ylabel=metric.removeprefix("eval_"), title="Validation (per record)")
     for ax in (loss_ax, metric_ax):
         ax.grid(alpha=0.3)
@@ -37,6 +46,24 @@ def plot_training_curves(log_history: list[dict], path, metric: str = "eval_macr
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def kept_checkpoint(state, training_args) -> dict:
+    """Which weights the run kept (its final model): the best evaluation's with `load_best_model_at_end`, else the
+    last step's. `text` says so for the model card."""
+    evaluations = [entry for entry in state.log_history if "eval_loss" in entry]
+    if training_args.load_best_model_at_end and state.best_global_step:
+        metric = training_args.metric_for_best_model.removeprefix("eval_")
+        step = state.best_global_step
+        epoch = next((entry["epoch"] for entry in evaluations if entry["step"] == step), None)
+        where = f"step {step}" + (f" (epoch {epoch:.3g})" if epoch is not None else "")
+        text = (
+            f"{where} of {state.global_step}, the best validation {metric} ({state.best_metric:.4f}) of "
+            f"{len(evaluations)} evaluations"
+        )
+        return {"step": step, "epoch": epoch, "metric": metric, "value": state.best_metric, "text": text}
+    text = f"the last step, {state.global_step} (epoch {state.epoch:.3g}); no best checkpoint was selected"
+    return {"step": state.global_step, "epoch": state.epoch, "metric": None, "value": None, "text": text}
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -150,6 +177,38 @@ def hyperparameter_table(training_args, data_args, world_size: int) -> str:
         "seed": training_args.seed,
     }
     return "| Hyperparameter | Value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows.items())
+
+
+def print_run_settings(trainer, data_args, task, split_sizes, window, stride, num_parameters, checkpoint):
+    """What this run will do and where its results go, printed before training starts."""
+    args, model = trainer.args, trainer.model
+    per_step = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    batches = math.ceil(math.ceil(split_sizes["train"] / args.world_size) / args.per_device_train_batch_size)
+    steps_per_epoch = max(batches // args.gradient_accumulation_steps, 1)
+    length = (
+        f"{args.max_steps} steps"
+        if args.max_steps > 0
+        else f"{args.num_train_epochs:g} epochs of {steps_per_epoch} steps"
+    )
+    evaluation = getattr(args.eval_strategy, "value", args.eval_strategy)
+    saving = getattr(args.save_strategy, "value", args.save_strategy)
+    kept = f"the best validation {args.metric_for_best_model}" if args.load_best_model_at_end else "the last step"
+    dataset = SOURCES[data_args.dataset].name + (f" {task}" if data_args.dataset == "ptbxl" else "")
+    rate = data_args.sampling_rate
+    lines = [
+        f"{type(model).__name__} ({num_parameters:,} parameters) on {dataset}: {split_sizes['train']} train / "
+        f"{split_sizes['validation']} validation / {split_sizes['test']} test records",
+        f"  training   {length}, batch {per_step} ({args.per_device_train_batch_size} per process x "
+        f"{args.world_size} process(es) x {args.gradient_accumulation_steps} accumulation), learning rate {args.learning_rate:g}, "
+        f"seed {args.seed}, on {args.device}",
+        f"  windows    {window / rate:g} s at {rate} Hz: random crops for training; evaluation every {stride / rate:g} s, "
+        f"{data_args.window_aggregation} per record",
+        f"  evaluation {evaluation}{f' (every {args.eval_steps:g} steps)' if evaluation == 'steps' else ''}; "
+        f"checkpoints {saving}{f' (every {args.save_steps:g} steps)' if saving == 'steps' else ''}; kept: {kept}",
+        f"  start      {f'resuming from {checkpoint}' if checkpoint else 'from scratch'}",
+        f"  results in {args.output_dir}",
+    ]
+    print("\n".join(lines), flush=True)
 
 
 def print_summary(model, results, class_names, output_dir, seconds, split_sizes, task, data_args):

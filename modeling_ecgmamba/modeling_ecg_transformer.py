@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .configuration_ecg_transformer import ECGTransformerConfig
@@ -20,6 +19,7 @@ from .modeling_ecgmamba import (
     ECGMambaEmbeddings,
     ECGMambaFeedForward,
     check_model_inputs,
+    init_named_weight,
     pool_tokens,
     sequence_classification_loss,
 )
@@ -80,8 +80,6 @@ class ECGTransformerForSequenceClassification(PreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.embeddings = ECGMambaEmbeddings(config)
-        for block in self.embeddings.encoder:
-            block.conv._kaiming_fan_out = True  # read by _init_weights (see there)
         self.layers = nn.ModuleList(ECGTransformerBlock(config) for _ in range(config.num_hidden_layers))
         self.head_dropout = nn.Dropout(config.head_dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -89,11 +87,7 @@ class ECGTransformerForSequenceClassification(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        # The encoder convolutions get ECGMamba's intended init (Kaiming, fan_out). Keyed on the leaf Conv1d: for
-        # custom-code models transformers 5 skips _init_weights on modules without parameters of their own (such as
-        # ECGMambaEncoderBlock), so a branch on the block would never run.
-        if isinstance(module, nn.Conv1d) and getattr(module, "_kaiming_fan_out", False):
-            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        init_named_weight(module, self.config)  # the encoder convolutions: ECGMamba's init (Kaiming normal, fan_out)
 
     def forward(
         self,

@@ -125,6 +125,31 @@ def sinusoidal_position_embeddings(num_positions: int, dim: int, base: float, de
     return embeddings.to(dtype)
 
 
+# transformers 5 runs `_init_weights` only on modules that own parameters: a container such as ECGMambaBiMixer or
+# ECGMambaEncoderBlock, whose weights live in child layers, is skipped. So the module that builds a layer names the
+# layer's init on the layer itself (`layer.weight_init = "..."`), and `_init_weights` applies it when it reaches that
+# layer. Layers without one keep transformers' default (normal with `initializer_range`, zero bias, unit norms).
+def init_named_weight(module: nn.Module, config) -> None:
+    """Apply the init that the module which built `module` named in `module.weight_init`, if any. `init.*` skips
+    tensors already loaded from a checkpoint."""
+    name = getattr(module, "weight_init", None)
+    if name is None:
+        return
+    if name == "kaiming_uniform":  # PyTorch's own default for Linear and Conv, kept by mamba-ssm: +-1/sqrt(fan_in)
+        init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+    elif name == "kaiming_normal_fan_out":  # He et al. for a conv before ReLU: std sqrt(2 / (out_channels * kernel))
+        init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    elif name == "time_step":  # Mamba's dt_proj: weights uniform in +-rank^-0.5; bias = softplus^-1(dt), dt
+        # log-uniform in [time_step_min, time_step_max]
+        rank, channels = module.in_features, module.out_features
+        init.uniform_(module.weight, -(rank**-0.5), rank**-0.5)
+        log_min, log_max = math.log(config.time_step_min), math.log(config.time_step_max)
+        dt = torch.exp(torch.rand(channels) * (log_max - log_min) + log_min).clamp(min=config.time_step_floor)
+        init.copy_(module.bias, dt + torch.log(-torch.expm1(-dt)))
+    else:
+        raise ValueError(f"{type(module).__name__}.weight_init = {name!r}: no such initialisation")
+
+
 class ECGMambaEncoderBlock(nn.Module):
     """Conv1d + BatchNorm + ReLU, downsampling by `stride` ("same" padding so that tokens align with samples)."""
 
@@ -133,6 +158,7 @@ class ECGMambaEncoderBlock(nn.Module):
         self.conv = nn.Conv1d(
             in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
         )
+        self.conv.weight_init = "kaiming_normal_fan_out"
         self.norm = nn.BatchNorm1d(out_channels)
         self.act = nn.ReLU()
         self.stride = stride
@@ -218,6 +244,9 @@ class ECGMambaMixer(nn.Module):
         # Makes dt, B and C functions of the input: the "selective" part.
         self.x_proj = nn.Linear(self.intermediate_size, self.time_step_rank + 2 * self.state_size, bias=False)
         self.dt_proj = nn.Linear(self.time_step_rank, self.intermediate_size, bias=True)
+        # As mamba-ssm: a small normal init would leave B and C near zero and the state path silent at the start.
+        self.conv1d.weight_init = self.x_proj.weight_init = "kaiming_uniform"
+        self.dt_proj.weight_init = "time_step"
         # S4D-real parameters, kept in log space so that A = -exp(A_log) stays negative (a stable recurrence).
         self.A_log = nn.Parameter(torch.empty(self.intermediate_size, self.state_size))
         self.D = nn.Parameter(torch.empty(self.intermediate_size))
@@ -265,6 +294,7 @@ class ECGMambaBiMixer(nn.Module):
         self.backward_mixer = ECGMambaMixer(config) if config.bidirectional else None
         self.gate_act = ACT2FN[config.hidden_act]
         self.out_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.use_bias)
+        self.in_proj.weight_init = self.out_proj.weight_init = "kaiming_uniform"  # as mamba-ssm
 
     def forward(self, hidden_states: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
         # (batch, tokens, hidden) -> x, gate: (batch, intermediate, tokens)
@@ -348,32 +378,12 @@ class ECGMambaPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
+        init_named_weight(module, self.config)
         if isinstance(module, ECGMambaMixer):
-            config = self.config
             # A = -(1..N) for every channel (S4D-real), D = 1 (skip connection).
             A = torch.arange(1, module.state_size + 1, dtype=torch.float32).expand(module.intermediate_size, -1)
             init.copy_(module.A_log, torch.log(A))
             init.ones_(module.D)
-            # dt_proj: weights uniform in +-rank^-0.5; bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max].
-            dt_init_std = config.time_step_rank**-0.5
-            init.uniform_(module.dt_proj.weight, -dt_init_std, dt_init_std)
-            dt = torch.exp(
-                torch.rand(module.intermediate_size)
-                * (math.log(config.time_step_max) - math.log(config.time_step_min))
-                + math.log(config.time_step_min)
-            ).clamp(min=config.time_step_floor)
-            init.copy_(module.dt_proj.bias, dt + torch.log(-torch.expm1(-dt)))
-            # PyTorch's default (Kaiming-uniform) init, as mamba-ssm: a small normal init would leave B and C
-            # near zero and the state path silent at the start of training.
-            init.kaiming_uniform_(module.conv1d.weight, a=math.sqrt(5))
-            init.kaiming_uniform_(module.x_proj.weight, a=math.sqrt(5))
-            if module.conv1d.bias is not None:
-                init.zeros_(module.conv1d.bias)
-        elif isinstance(module, ECGMambaBiMixer):
-            init.kaiming_uniform_(module.in_proj.weight, a=math.sqrt(5))
-            init.kaiming_uniform_(module.out_proj.weight, a=math.sqrt(5))
-        elif isinstance(module, ECGMambaEncoderBlock):
-            init.kaiming_normal_(module.conv.weight, mode="fan_out", nonlinearity="relu")
 
     def no_weight_decay_parameter_names(self) -> list[str]:
         """Parameters AdamW should not decay: the SSM's `A_log` and `D`, every bias, and the norms."""

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_initialised
 
 from ecgmamba_training.models import MODEL_TYPES, build_model
 from modeling_ecgmamba import (
@@ -104,15 +105,51 @@ def test_transformer_attends_across_the_record():
         torch.testing.assert_close(attention(x, mask)[:, 0], attention(changed, mask)[:, 0])  # unless masked
 
 
-def test_baseline_initialisation():
-    transformer = build_model("transformer")
-    conv = transformer.embeddings.encoder[0].conv.weight
-    expected = math.sqrt(2 / (conv.shape[0] * conv.shape[2]))  # Kaiming normal, fan_out, ReLU
-    assert abs(conv.std().item() / expected - 1) < 0.1
-    xresnet = build_model("xresnet1d101")
-    stem = xresnet.stem[0][0].weight  # Kaiming normal, fan_in, as the benchmark's weight_init
-    assert abs(stem.std().item() / math.sqrt(2 / (stem.shape[1] * stem.shape[2])) - 1) < 0.1
-    assert all(m.weight.eq(1).all() for m in xresnet.modules() if isinstance(m, torch.nn.BatchNorm1d))
+def intended_baseline_init(model_type, config):
+    """The distribution each baseline parameter starts from (as `assert_initialised` reads it)."""
+
+    def intended(name, param):
+        if "norm" in name or (model_type == "xresnet1d101" and param.dim() == 1):  # 1-D: BatchNorm
+            return "equal", 1.0 if name.endswith("weight") else 0.0  # LayerNorm, BatchNorm
+        if name.endswith("bias"):
+            return "equal", 0.0
+        if model_type == "xresnet1d101":  # the benchmark's weight_init: Kaiming normal, fan_in, every conv/linear
+            return "normal", math.sqrt(2 / param[0].numel())
+        if "embeddings.encoder" in name:  # ECGMamba's encoder and its init: Kaiming normal, fan_out, ReLU
+            return "normal", math.sqrt(2 / (param.shape[0] * param.shape[2]))
+        return "normal", config.initializer_range  # attention, feed-forward, head
+
+    return intended
+
+
+@pytest.mark.parametrize("model_type", ["transformer", "xresnet1d101"])
+def test_every_baseline_parameter_starts_from_its_intended_init(model_type, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForSequenceClassification
+
+    sizes = {"transformer": {"hidden_size": 64, "ffn_size": 128, "num_hidden_layers": 2}}.get(model_type, {})
+    torch.manual_seed(0)
+    model = build_model(model_type, **sizes)
+    intended = intended_baseline_init(model_type, model.config)
+    assert_initialised(model, intended)
+    torch.manual_seed(1)
+    assert_initialised(AutoModelForSequenceClassification.from_config(model.config), intended)
+
+    # A checkpoint loads bitwise; what its file lacks (here: all but the first block's weights) gets the intended init.
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.randn_like(tensor) * 3 + 7)
+    model.save_pretrained(tmp_path / "trained")
+    saved = model.state_dict()
+    loaded = type(model).from_pretrained(tmp_path / "trained").state_dict()
+    assert all(torch.equal(loaded[name], saved[name]) for name in saved)
+    state = load_file(tmp_path / "trained" / "model.safetensors")
+    kept = {k for k in state if k.startswith(("embeddings.encoder.0.", "stem.0."))}
+    save_file({k: state[k] for k in kept}, tmp_path / "trained" / "model.safetensors", metadata={"format": "pt"})
+    torch.manual_seed(2)
+    partial = type(model).from_pretrained(tmp_path / "trained")
+    assert_initialised(partial, lambda name, p: ("equal", saved[name]) if name in kept else intended(name, p))
 
 
 def test_xresnet1d101_is_the_benchmark_configuration():

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_initialised
+from transformers import AutoModel, AutoModelForSequenceClassification
 
 from modeling_ecgmamba import (
     ECGMambaConfig,
@@ -151,6 +153,111 @@ def test_init_values_of_the_ssm_parameters():
     assert "ecgmamba.layers.0.mixer_norm.weight" in no_decay
 
 
+def intended_ecgmamba_init(config):
+    """The distribution each ECGMamba parameter starts from (as `assert_initialised` reads it)."""
+
+    def log_uniform_time_steps(bias):
+        low, high = math.log(config.time_step_min), math.log(config.time_step_max)
+        position = (torch.nn.functional.softplus(bias).log() - low) / (high - low)  # uniform in [0, 1]
+        return position.min() > -1e-4 and position.max() < 1 + 1e-4 and abs(position.mean() - 0.5) < 0.1
+
+    def intended(name, param):
+        fan_in = param[0].numel()
+        if name.endswith("A_log"):  # A = -(1..N) per channel
+            return "equal", torch.log(torch.arange(1, config.state_size + 1, dtype=torch.float32))
+        if name.endswith(".D"):
+            return "equal", 1.0
+        if name.endswith("dt_proj.weight"):
+            return "uniform", config.time_step_rank**-0.5
+        if name.endswith("dt_proj.bias"):  # softplus(bias) = dt, log-uniform in [time_step_min, time_step_max]
+            return "check", log_uniform_time_steps
+        if name.endswith(("in_proj.weight", "out_proj.weight", "x_proj.weight", "conv1d.weight")):
+            return "uniform", fan_in**-0.5  # mamba-ssm: PyTorch's Kaiming-uniform default
+        if "embeddings.encoder" in name and name.endswith("conv.weight"):  # Kaiming normal, fan_out, ReLU
+            return "normal", math.sqrt(2 / (param.shape[0] * param.shape[2]))
+        if "norm" in name:
+            return "equal", 1.0 if name.endswith("weight") else 0.0
+        if name.endswith("bias"):
+            return "equal", 0.0
+        assert name.endswith(("feed_forward.conv_in.weight", "feed_forward.conv_out.weight", "classifier.weight",
+                              "lead_projection.weight")), name  # fmt: skip
+        return "normal", config.initializer_range
+
+    return intended
+
+
+INIT_SIZES = dict(hidden_size=64, state_size=16, ffn_size=128)  # tensors large enough for their statistics
+
+
+@pytest.mark.parametrize("overrides", [{}, {"use_encoder": False, "bidirectional": False, "use_bias": True}])
+def test_every_parameter_starts_from_its_intended_init(overrides):
+    """in_proj/out_proj ~0.051/0.036 at the paper's width, not transformers' 0.02 normal: transformers 5 skips
+    `_init_weights` for modules without parameters of their own, so each layer carries its init."""
+    config = tiny_config(**INIT_SIZES, **overrides)
+    intended = intended_ecgmamba_init(config)
+    for seed, build in enumerate(
+        (ECGMambaForSequenceClassification, AutoModelForSequenceClassification.from_config, AutoModel.from_config)
+    ):
+        torch.manual_seed(seed)
+        model = build(config)
+        assert_initialised(model, intended)
+        for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)):
+            assert norm.running_mean.eq(0).all() and norm.running_var.eq(1).all()
+    if not overrides:  # the paper's width: the figures of the issue
+        paper = ECGMambaForSequenceClassification(ECGMambaConfig())
+        assert_initialised(paper, intended_ecgmamba_init(paper.config))
+        mixer = paper.ecgmamba.layers[0].mixer
+        assert mixer.in_proj.weight.std().item() == pytest.approx(128**-0.5 / 3**0.5, rel=0.05)  # 0.051
+        assert mixer.out_proj.weight.std().item() == pytest.approx(256**-0.5 / 3**0.5, rel=0.05)  # 0.036
+
+
+def _trained_checkpoint(folder) -> dict[str, torch.Tensor]:
+    """A saved model whose weights look like nothing an init draws; returns its state dict."""
+    torch.manual_seed(0)
+    model = ECGMambaForSequenceClassification(tiny_config(**INIT_SIZES))
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.randn_like(tensor) * 3 + 7)
+    model.save_pretrained(folder)
+    return {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+
+def test_from_pretrained_loads_the_file_bitwise_and_initialises_only_what_it_lacks(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    saved = _trained_checkpoint(tmp_path / "trained")
+    for load in (
+        lambda folder, **kw: ECGMambaForSequenceClassification.from_pretrained(folder, **kw),
+        lambda folder, **kw: AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True, **kw),
+    ):
+        loaded = load(tmp_path / "trained").state_dict()
+        assert loaded.keys() == saved.keys()
+        assert all(torch.equal(loaded[name], saved[name]) for name in saved)  # bitwise, buffers too
+
+    intended = intended_ecgmamba_init(tiny_config(**INIT_SIZES))
+    # A new label set (fine-tuning, `ignore_mismatched_sizes`): a new head, intended init; the rest from the file.
+    torch.manual_seed(1)
+    relabelled = ECGMambaForSequenceClassification.from_pretrained(
+        tmp_path / "trained", num_labels=3, ignore_mismatched_sizes=True
+    )
+    assert relabelled.classifier.weight.shape == (3, 64)
+    assert_initialised(
+        relabelled, lambda name, p: intended(name, p) if name.startswith("classifier") else ("equal", saved[name])
+    )
+    # A weights file with the encoder and the mixers' own A_log and D only: every layer inside the mixers (whose
+    # modules are then fully loaded) and every other layer still gets its intended init.
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "config.json").write_bytes((tmp_path / "trained" / "config.json").read_bytes())
+    state = load_file(tmp_path / "trained" / "model.safetensors")
+    kept = {k for k in state if ".embeddings." in k or k.endswith(("A_log", ".D"))}
+    save_file({k: state[k] for k in kept}, partial / "model.safetensors", metadata={"format": "pt"})
+    torch.manual_seed(2)
+    loaded = ECGMambaForSequenceClassification.from_pretrained(partial)
+    assert_initialised(loaded, lambda name, p: ("equal", saved[name]) if name in kept else intended(name, p))
+
+
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_late_sample_changes_early_outputs_only_when_bidirectional(bidirectional):
     # float64 and the reference scan: at initialisation the state path is weak (small dt * B * C), so its effect on
@@ -251,7 +358,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     for checkpointing in (False, True):
         model = make_model().train()
         if checkpointing:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
             assert all(layer.gradient_checkpointing for layer in model.ecgmamba.layers)
         model(inputs, labels=labels).loss.backward()
         gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})

@@ -22,7 +22,7 @@ from huggingface_hub.utils import filter_repo_objects
 
 import train_hf
 from dataset_scripts import load_ptbxl
-from ecgmamba_training import data, evaluation, trainer, windows
+from ecgmamba_training import checkpoints, data, evaluation, trainer, windows
 from modeling_ecgmamba import ECGMambaConfig, ECGMambaForSequenceClassification
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,13 @@ def test_a_run_leaves_a_loadable_checkpoint(short_run):
     # Every checkpoint folder loads on its own too.
     for checkpoint in ("checkpoint-2", "checkpoint-4"):
         assert LOADABLE | {"pipeline_ecgmamba.py"} <= {p.name for p in (output_dir / checkpoint).iterdir()}
-        assert "ecg-classification" in json.loads((output_dir / checkpoint / "config.json").read_text())["custom_pipelines"]
+        # ... and says which run it belongs to, and that its save finished.
+        assert checkpoints.is_complete(output_dir / checkpoint)
+        assert checkpoints.read_run_arguments(output_dir / checkpoint) == checkpoints.read_run_arguments(output_dir)
+        assert (
+            "ecg-classification"
+            in json.loads((output_dir / checkpoint / "config.json").read_text())["custom_pipelines"]
+        )
 
     results = json.loads((output_dir / "test_results.json").read_text())
     assert results["test_num_records"] == 16 and results["test_bootstrap_samples"] == 200
@@ -171,6 +177,10 @@ def test_the_model_card_carries_the_measured_results(short_run):
     assert f"**{final['test']['macro_auc']:.3f}** ({low:.3f}-{high:.3f})" in text  # the results table
     assert "Not for clinical use" in text and "2406.10098" in text and "CC BY 4.0" in text
     assert "Small training set" in text and "![Training curves](training_curves.png)" in text
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    best = state["best_global_step"]
+    assert f"Weights kept: step {best} (epoch" in text and "of 2 evaluations (the dashed line in" in text
+    assert f"{state['best_metric']:.4f}" in text
     assert "Training in progress" not in text
 
 
@@ -239,7 +249,9 @@ def test_every_model_type_saves_a_checkpoint_that_loads_anywhere(ptbxl_dir, data
     for model_type, (class_name, card_line) in architectures.items():
         folder = tmp_path / model_type
         # xresnet1d101 keeps its own defaults (it takes none of these options); the Transformer has no SSM state.
-        sizes = {"ecgmamba": TINY, "transformer": [a for a in TINY if a not in ("--state_size", "8")]}.get(model_type, [])
+        sizes = {"ecgmamba": TINY, "transformer": [a for a in TINY if a not in ("--state_size", "8")]}.get(
+            model_type, []
+        )
         train(*common, *sizes, "--model_type", model_type, "--output_dir", str(folder))
         config = json.loads((folder / "config.json").read_text())
         assert config["architectures"] == [class_name] and config["window_aggregation"] == "mean"
@@ -280,52 +292,264 @@ def test_every_model_type_saves_a_checkpoint_that_loads_anywhere(ptbxl_dir, data
 
 # ------------------------------------------------------------------------------------------------ resume
 
-# train_hf.py in a process that kills itself (SIGKILL, as `kill -9` would) when the step after argv[1] begins.
-KILL_AT_STEP = """
+# train_hf.py in a process that kills itself (SIGKILL, as `kill -9` would): "step:N" as step N+1 begins, "save:N" in
+# the middle of writing checkpoint-N (its model file written, its optimizer state, trainer state and marker not yet).
+KILL = """
 import os, signal, sys
 from transformers import TrainerCallback
 import train_hf
 from ecgmamba_training.trainer import ECGTrainer
 
+moment, step = sys.argv[1].split(":")
+
+def kill():
+    os.kill(os.getpid(), signal.SIGKILL)
+
 class KillAtStep(TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == int(sys.argv[1]):
-            os.kill(os.getpid(), signal.SIGKILL)
+        if moment == "step" and state.global_step == int(step):
+            kill()
 
-original_init = ECGTrainer.__init__
+original_init, original_save = ECGTrainer.__init__, ECGTrainer._save_optimizer_and_scheduler
 
 def init(self, *args, **kwargs):
     original_init(self, *args, **kwargs)
     self.add_callback(KillAtStep())
 
-ECGTrainer.__init__ = init
+def save_optimizer_and_scheduler(self, output_dir):
+    if moment == "save" and self.state.global_step == int(step):
+        kill()
+    original_save(self, output_dir)
+
+ECGTrainer.__init__, ECGTrainer._save_optimizer_and_scheduler = init, save_optimizer_and_scheduler
 train_hf.main(sys.argv[2:])
 """
+ONE_PROCESS = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO_ROOT / "configs" / "accelerate" / "one_process.yaml")]  # fmt: skip
 
 
-def test_a_killed_run_resumes_with_the_same_optimizer_scheduler_and_data(
+def run_killed(moment: str, args: list[str], log: Path) -> None:
+    with open(log, "w") as out:
+        process = subprocess.run([sys.executable, "-c", KILL, moment, *args], cwd=log.parent, stdout=out, stderr=out)
+    assert process.returncode == -signal.SIGKILL, log.read_text()[-3000:]
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(Path(folder) / "model.safetensors")
+
+
+def assert_same_run(resumed, uninterrupted) -> None:
+    """Bitwise the same weights (every checkpoint and the final model) and training losses."""
+    for folder in ("checkpoint-4", "."):
+        expected, got = weights(uninterrupted / folder), weights(resumed / folder)
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(got[name], expected[name]) for name in expected), folder
+    assert losses(resumed) == losses(uninterrupted)
+
+
+def test_a_run_killed_during_training_continues_when_rerun(short_run, ptbxl_dir, dataset_cache, tmp_path):
+    output_dir = tmp_path / "killed"
+    args = run_args(ptbxl_dir, dataset_cache, output_dir, *SHORT_RUN)
+    run_killed("step:2", args, tmp_path / "killed.log")  # as step 3 begins: checkpoint-2 is saved
+    assert checkpoints.is_complete(output_dir / "checkpoint-2")
+    assert not (output_dir / "checkpoint-4").exists(), "the run ended before it could be interrupted"
+    assert not (output_dir / "test_results.json").exists()
+
+    # The same command again: it continues (same optimizer, schedule, batches and crops) to the same weights.
+    train(*args)
+    assert_same_run(output_dir, short_run[0])
+    resumed = json.loads((output_dir / "test_results.json").read_text())
+    assert resumed["test_macro_auc"] == json.loads((short_run[0] / "test_results.json").read_text())["test_macro_auc"]
+
+    # Other arguments: refused with the differences listed, before any data is read ...
+    with pytest.raises(data.SetupError) as error:
+        train(*args, "--max_steps", "6", "--seed", "1", "--logging_steps", "2")
+    message = str(error.value)
+    assert "checkpoint-4 belongs to a run with other arguments" in message
+    assert "--max_steps: 4 there, 6 now" in message and "--seed: 0 there, 1 now" in message
+    assert "--logging_steps" not in message  # logging does not change the run
+    assert "--resume_with_changed_args" in message and "--overwrite_output_dir" in message
+    # ... the optimizer's settings even with --resume_with_changed_args (the checkpoint would restore the old ones) ...
+    with pytest.raises(data.SetupError, match="--learning_rate: 0.001 there, 0.01 now"):
+        train(*args, "--learning_rate", "0.01", "--resume_with_changed_args")
+    # ... and the others continue when asked to.
+    train(*args, "--max_steps", "6", "--resume_with_changed_args")
+    assert sorted(losses(output_dir)) == [1, 2, 3, 4, 5, 6] and checkpoints.is_complete(output_dir / "checkpoint-6")
+    assert checkpoints.read_run_arguments(output_dir / "checkpoint-6")["max_steps"] == 6
+
+
+def test_a_run_killed_while_saving_a_checkpoint_continues_from_the_last_complete_one(
     short_run, ptbxl_dir, dataset_cache, tmp_path
 ):
     output_dir = tmp_path / "killed"
     args = run_args(ptbxl_dir, dataset_cache, output_dir, *SHORT_RUN)
-    with open(tmp_path / "killed.log", "w") as log:  # killed with SIGKILL as step 3 begins: checkpoint-2 is saved
-        process = subprocess.run(
-            [sys.executable, "-c", KILL_AT_STEP, "2", *args], cwd=tmp_path, stdout=log, stderr=log, timeout=300
-        )
-    assert process.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
-    first_checkpoint = output_dir / "checkpoint-2" / "trainer_state.json"
-    assert first_checkpoint.exists(), (tmp_path / "killed.log").read_text()[-3000:]
-    assert not (output_dir / "checkpoint-4").exists(), "the run ended before it could be interrupted"
-    assert not (output_dir / "test_results.json").exists()
+    run_killed("save:4", args, tmp_path / "killed.log")
+    interrupted = {p.name for p in (output_dir / "checkpoint-4").iterdir()}
+    assert "model.safetensors" in interrupted and not {"optimizer.pt", checkpoints.COMPLETE_MARKER} & interrupted
+    assert checkpoints.is_complete(output_dir / "checkpoint-2")
 
-    train(*args, "--auto_resume")
-    uninterrupted = losses(short_run[0])
-    assert sorted(losses(output_dir)) == [1, 2, 3, 4]
-    for step in (3, 4):  # trained after the resume: same batches, learning rate and Adam moments
-        assert losses(output_dir)[step] == pytest.approx(uninterrupted[step], rel=1e-4)
-    resumed = json.loads((output_dir / "test_results.json").read_text())
-    reference = json.loads((short_run[0] / "test_results.json").read_text())
-    assert resumed["test_macro_auc"] == pytest.approx(reference["test_macro_auc"], abs=1e-4)
+    # The README's command, in a process of its own: what a user sees, then the same weights as without the kill.
+    result = subprocess.run([*ONE_PROCESS, "train_hf.py", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "Skipping checkpoint-4" in output and "the save was interrupted" in output
+    assert f"start      resuming from {output_dir / 'checkpoint-2'}" in output  # the run's settings, printed
+    assert f"results in {output_dir}" in output and "ECGMambaForSequenceClassification (" in output
+    for noise in ("Writing model shards", "pin_memory", "were not passed to `accelerate launch`", "mtime", "Warning"):
+        assert noise not in output, noise
+    assert_same_run(output_dir, short_run[0])
+
+
+def _fake_checkpoint(folder: Path, arguments: dict | None, complete: bool = True) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    if complete:
+        checkpoints.mark_complete(folder, arguments, step=int(folder.name.split("-")[1]))
+    return folder
+
+
+def test_choosing_the_checkpoint_to_resume(tmp_path, caplog):
+    arguments = {"learning_rate": 0.001, "max_steps": 4, "logging_steps": 1, "output_dir": "a"}
+    _fake_checkpoint(tmp_path / "checkpoint-2", arguments)
+    _fake_checkpoint(tmp_path / "checkpoint-10", arguments)
+    _fake_checkpoint(tmp_path / "checkpoint-12", arguments, complete=False)  # killed while saving
+    (tmp_path / "checkpoint-7-old").mkdir()  # not a checkpoint name: ignored
+    assert [p.name for p in checkpoints.list_checkpoints(tmp_path)] == [
+        "checkpoint-2",
+        "checkpoint-10",
+        "checkpoint-12",
+    ]
+
+    # The same run (output_dir and logging may differ): the newest complete checkpoint; the interrupted one is named.
+    same = {**arguments, "logging_steps": 5, "output_dir": "b"}
+    assert checkpoints.choose_checkpoint(tmp_path, same) == str(tmp_path / "checkpoint-10")
+    assert "Skipping checkpoint-12" in caplog.text and "the save was interrupted" in caplog.text
+    assert not (tmp_path / "checkpoint-12").exists()  # removed: it would count towards save_total_limit
+
+    changed = {**arguments, "max_steps": 8}
+    with pytest.raises(data.SetupError, match="--max_steps: 4 there, 8 now"):
+        checkpoints.choose_checkpoint(tmp_path, changed)
+    assert checkpoints.choose_checkpoint(tmp_path, changed, accept_changes=True) == str(tmp_path / "checkpoint-10")
+    assert "Continuing" in caplog.text and "--max_steps: 4 there, 8 now" in caplog.text
+    with pytest.raises(data.SetupError, match="optimizer settings"):
+        checkpoints.choose_checkpoint(tmp_path, {**arguments, "learning_rate": 0.01}, accept_changes=True)
+
+    # An explicit checkpoint: the same checks, and it must be complete.
+    explicit = str(tmp_path / "checkpoint-2")
+    assert checkpoints.choose_checkpoint(tmp_path, same, resume_from_checkpoint=explicit) == explicit
+    with pytest.raises(data.SetupError, match="--max_steps: 4 there, 8 now"):
+        checkpoints.choose_checkpoint(tmp_path, changed, resume_from_checkpoint=explicit)
+    _fake_checkpoint(tmp_path / "checkpoint-14", arguments, complete=False)
+    with pytest.raises(data.SetupError, match="its save did not finish"):
+        checkpoints.choose_checkpoint(tmp_path, same, resume_from_checkpoint=str(tmp_path / "checkpoint-14"))
+    with pytest.raises(data.SetupError, match="no such folder"):
+        checkpoints.choose_checkpoint(tmp_path, same, resume_from_checkpoint=str(tmp_path / "checkpoint-99"))
+    with pytest.raises(data.SetupError, match="pass one of them"):
+        checkpoints.choose_checkpoint(tmp_path, same, resume_from_checkpoint=explicit, overwrite=True)
+
+    # Starting over removes the earlier run's checkpoints and results, and nothing else.
+    checkpoints.write_run_arguments(tmp_path, arguments)
+    for name in ("test_results.json", "trainer_state.json", "training_curves.png", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    assert checkpoints.choose_checkpoint(tmp_path, changed, overwrite=True) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-7-old", "notes.txt"]
+
+    # A folder with a run's outputs but no checkpoint (stopped before its first save, or saving none).
+    checkpoints.write_run_arguments(tmp_path, arguments)
+    assert checkpoints.choose_checkpoint(tmp_path, same) is None  # the same run: it starts again
+    with pytest.raises(data.SetupError, match="outputs of a run with other arguments"):
+        checkpoints.choose_checkpoint(tmp_path, changed, accept_changes=True)
+    assert checkpoints.choose_checkpoint(tmp_path / "new", arguments) is None
+
+
+def parsed(*argv) -> dict:
+    model_args, overrides, data_args, training_args, notes = train_hf.parse_args(list(argv))
+    values = {**vars(data_args), **{k: getattr(v, "value", v) for k, v in vars(training_args).items()}}
+    return {**values, "notes": notes}
+
+
+def test_a_given_step_cadence_takes_effect_or_is_refused(capsys):
+    default = parsed()
+    assert (default["save_strategy"], default["eval_strategy"], default["logging_strategy"]) == (
+        "epoch",
+        "epoch",
+        "steps",
+    )
+    # Saving every N steps: checkpoints every N steps, and so evaluations (the best is chosen at each save) ...
+    given = parsed("--save_steps", "10")
+    assert (given["save_strategy"], given["save_steps"], given["eval_strategy"], given["eval_steps"]) == (
+        "steps", 10, "steps", 10
+    )  # fmt: skip
+    assert given["notes"] == [
+        "--save_steps 10 given: --save_strategy steps",
+        "evaluating every 10 steps too: the best checkpoint is chosen at each save",
+    ]
+    # ... unless there is no best to choose, or the evaluation cadence is given too.
+    assert parsed("--save_steps", "10", "--load_best_model_at_end", "false")["eval_strategy"] == "epoch"
+    assert parsed("--save_steps", "10", "--eval_strategy", "no")["eval_strategy"] == "no"
+    both = parsed("--save-steps", "10", "--eval_steps", "5")  # dashes are the same option
+    assert (both["save_strategy"], both["save_steps"], both["eval_strategy"], both["eval_steps"]) == (
+        "steps",
+        10,
+        "steps",
+        5,
+    )
+    evaluations = parsed("--eval_steps", "4")
+    assert (evaluations["eval_strategy"], evaluations["save_strategy"], evaluations["save_steps"]) == (
+        "steps",
+        "steps",
+        4,
+    )
+    assert parsed("--logging_steps", "3")["logging_steps"] == 3
+    # A cadence its strategy would ignore: refused with the reason, not dropped.
+    for argv, reason in [
+        (
+            ["--save_steps", "10", "--save_strategy", "epoch"],
+            "--save_steps 10 has no effect with --save_strategy epoch",
+        ),
+        (["--eval_steps", "5", "--eval_strategy", "no"], "--eval_steps 5 has no effect with --eval_strategy no"),
+        (["--logging_steps", "5", "--logging_strategy", "epoch"], "--logging_steps 5 has no effect with"),
+    ]:
+        with pytest.raises(SystemExit):
+            train_hf.parse_args(argv)
+        assert reason in capsys.readouterr().err
+
+
+def test_help_shows_the_projects_options_first_with_one_default_each(capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        train_hf.parse_args(["--help"])
+    assert exit_code.value.code == 0
+    short = capsys.readouterr().out
+    assert "(default: None)" not in short and "(default 128)" not in short
+    assert not [line for line in short.splitlines() if line.count("default") > 1]
+    assert short.index("--hidden_size") < short.index("--window_seconds") < short.index("--learning_rate")
+    assert "Width of the token embeddings and of every BiSSM block. (default: 128)" in " ".join(short.split())
+    for option in ("--model_type", "--max_steps", "--save_steps", "--overwrite_output_dir", "--resume_with_changed_args",
+                   "--help-all", "--push_to_hub", "--bf16"):  # fmt: skip
+        assert option in short, option
+    assert "--neftune_noise_alpha" not in short and "--hidden-size" not in short and len(short.splitlines()) < 260
+
+    with pytest.raises(SystemExit):
+        train_hf.parse_args(["--help-all"])
+    everything = capsys.readouterr().out
+    assert "--neftune_noise_alpha" in everything and "--hidden_size" in everything
+    assert len(everything.splitlines()) > 2 * len(short.splitlines())
+    # And every option it lists is accepted.
+    assert parsed("--neftune_noise_alpha", "5", "--hidden-size", "64")["neftune_noise_alpha"] == 5
+
+
+def test_training_curves_mark_the_kept_step_and_draw_no_empty_legend(tmp_path):
+    import warnings
+
+    from ecgmamba_training.reporting import plot_training_curves
+
+    history = [{"step": 1, "loss": 0.7}, {"step": 2, "eval_loss": 0.6, "eval_macro_auc": 0.8}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "No artists with labels found to put in legend" was one
+        plot_training_curves([], tmp_path / "empty.png")
+        plot_training_curves(history, tmp_path / "curves.png", kept_step=2)
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
 # ------------------------------------------------------------------------------------------------ several processes
@@ -531,5 +755,7 @@ def test_evaluation_slides_windows_and_averages_per_record():
         evaluation.record_predictions(logits[:5], labels[:5], record_index, config)
     diverged = logits.copy()
     diverged[[2, 3], 1] = np.nan  # a diverged model: say so, not "predictions must be probabilities"
-    with pytest.raises(evaluation.TrainingDivergedError, match="NaN or infinite for 2 of 12 windows: training diverged"):
+    with pytest.raises(
+        evaluation.TrainingDivergedError, match="NaN or infinite for 2 of 12 windows: training diverged"
+    ):
         evaluation.record_predictions(diverged, labels, record_index, config)
