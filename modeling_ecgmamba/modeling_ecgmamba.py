@@ -20,7 +20,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .configuration_ecgmamba import ECGMambaConfig
-from .selective_scan import is_tracing, selective_scan
+from .selective_scan import fused_mixer, is_tracing, resolve_backend, selective_scan
 
 logger = logging.get_logger(__name__)
 
@@ -255,10 +255,16 @@ class ECGMambaMixer(nn.Module):
 
 
 class ECGMambaBiMixer(nn.Module):
-    """BiSSM: a forward and a backward [`ECGMambaMixer`] over the same tokens, averaged, gated and projected back."""
+    """BiSSM: a forward and a backward [`ECGMambaMixer`] over the same tokens, averaged, gated and projected back.
+
+    On a CPU with the compiled kernels (scan backend `"cpu_kernel"`, the default there) everything between `in_proj`
+    and `out_proj` runs fused ([`selective_scan.fused_mixer`]): both directions in one pass, the backward one walking
+    time backwards, in the `(batch, tokens, channels)` layout of the projections. Other backends run the modules.
+    """
 
     def __init__(self, config: ECGMambaConfig):
         super().__init__()
+        self.config = config
         self.intermediate_size = config.intermediate_size
         self.in_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=config.use_bias)
         self.forward_mixer = ECGMambaMixer(config)
@@ -267,9 +273,42 @@ class ECGMambaBiMixer(nn.Module):
         self.out_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.use_bias)
 
     def forward(self, hidden_states: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # (batch, tokens, hidden) -> x, gate: (batch, intermediate, tokens)
-        projected = self.in_proj(hidden_states).transpose(1, 2)
-        x, gate = projected.split(self.intermediate_size, dim=1)
+        # (batch, tokens, hidden) -> (batch, tokens, 2 * intermediate): x, then the gate z
+        projected = self.in_proj(hidden_states)
+        if self._runs_fused(projected):
+            scanned = fused_mixer(projected, token_mask, *self._direction_parameters())
+        else:
+            scanned = self._forward_modules(projected, token_mask)
+        return self.out_proj(scanned)
+
+    def _runs_fused(self, projected: torch.Tensor) -> bool:
+        if projected.dtype != torch.float32 or self.config.hidden_act != "silu":
+            return False
+        backend = None if self.config.scan_backend == "auto" else self.config.scan_backend
+        return resolve_backend(projected, backend) == "cpu_kernel"
+
+    def _direction_parameters(self) -> tuple:
+        """Each direction's parameters stacked on a leading direction axis, as `fused_mixer` takes them."""
+        mixers = [self.forward_mixer] if self.backward_mixer is None else [self.forward_mixer, self.backward_mixer]
+
+        def stacked(get):
+            values = [get(mixer) for mixer in mixers]
+            return torch.stack(values) if len(values) > 1 else values[0][None]
+
+        conv_bias = stacked(lambda m: m.conv1d.bias) if self.config.use_conv_bias else None
+        return (
+            stacked(lambda m: m.conv1d.weight[:, 0]),  # (directions, intermediate, kernel)
+            conv_bias,
+            stacked(lambda m: m.x_proj.weight),
+            stacked(lambda m: m.dt_proj.weight),
+            stacked(lambda m: m.dt_proj.bias),
+            -torch.exp(stacked(lambda m: m.A_log)),
+            stacked(lambda m: m.D),
+        )
+
+    def _forward_modules(self, projected: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+        """The mixers as modules, in the `(batch, channels, tokens)` layout the scan backends take."""
+        x, gate = projected.transpose(1, 2).split(self.intermediate_size, dim=1)
         if token_mask is not None:
             x = x * token_mask[:, None, :]
         scanned = self.forward_mixer(x, token_mask)
@@ -279,7 +318,7 @@ class ECGMambaBiMixer(nn.Module):
             backward = self.backward_mixer(x.flip(-1), reversed_mask).flip(-1)
             scanned = 0.5 * (scanned + backward)
         scanned = scanned * self.gate_act(gate)
-        return self.out_proj(scanned.transpose(1, 2))
+        return scanned.transpose(1, 2)
 
 
 class ECGMambaFeedForward(nn.Module):
@@ -293,9 +332,10 @@ class ECGMambaFeedForward(nn.Module):
         self.conv_out = nn.Conv1d(config.ffn_size, config.hidden_size, kernel_size=1)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = hidden_states.transpose(1, 2)
-        hidden_states = self.conv_out(self.dropout(self.act(self.conv_in(hidden_states))))
-        return hidden_states.transpose(1, 2)
+        # (batch, tokens, hidden): the pointwise convolutions as matrix products, no transposes
+        hidden_states = nn.functional.linear(hidden_states, self.conv_in.weight[..., 0], self.conv_in.bias)
+        hidden_states = self.dropout(self.act(hidden_states))
+        return nn.functional.linear(hidden_states, self.conv_out.weight[..., 0], self.conv_out.bias)
 
 
 class ECGMambaBlock(GradientCheckpointingLayer):
@@ -421,6 +461,8 @@ class ECGMambaModel(ECGMambaPreTrainedModel):
         )
         check_model_inputs(self.config, input_values, attention_mask)
         hidden_states, token_mask = self.embeddings(input_values, attention_mask)
+        if token_mask is not None:
+            token_mask = token_mask.contiguous()  # one copy of the strided token mask, not one per layer
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for layer in self.layers:
             hidden_states = layer(hidden_states, token_mask)

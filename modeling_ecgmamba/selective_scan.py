@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 
 import numpy as np
@@ -275,18 +276,30 @@ def _warn_once(key: str, message: str, *args) -> None:
         logger.warning(message, *args)
 
 
-# Kernels of the compiled CPU path. Plain Python here; _build_cpu_kernels() compiles them with numba on first use.
-# They call each other through the module globals below, which _build_cpu_kernels() points at the compiled
-# functions (numba resolves globals when it compiles; closures over other jitted functions would defeat numba's
-# disk cache, whose key hashes a closure's contents). Layouts, all float32 and C-contiguous: u, delta, z, out:
-# (B D L); A: (D N); Bt, Ct: (B L N), time-major so that the loops over the state index are contiguous and
-# vectorise; Dv, bias: (D). Absent optional inputs come as one-element arrays with their flag False, so there is
-# one compiled signature. The loops over the state index hold no reduction (fastmath is off, so a reduction would
-# keep LLVM from vectorising them); sums over the state run in separate short loops.
-_prange = range
-_expf = _step = _kernel_f32_bits = _kernel_f32_from_bits = None
+# Kernels of the compiled CPU path: plain Python here, compiled with numba by _build_cpu_kernels() on first use. They
+# call each other through the module globals below, which _build_cpu_kernels() points at the compiled functions
+# (numba resolves globals when it compiles; closures over jitted functions would defeat numba's disk cache, whose
+# key hashes a closure's contents).
+#
+# Layout: time-major with the channels last, as the model's linear layers produce them, so that the innermost loops
+# run over contiguous channels and vectorise (16 float32 lanes with AVX-512). S is the number of directions: 1, or 2
+# for the BiSSM, whose direction 1 walks time backwards (no flipped copies). B batch, L time, D channels, N state:
+#   xz, gate: (B L G)    the mixer's input x is columns [0, D) of in_proj's output, its gate z columns [z_off, z_off + D)
+#   u, dt:    (S B L D)  scan input (after the convolution and SiLU) and time step (after bias and softplus)
+#   proj:     (S B L P)  x_proj's output: B_t in columns [b_off, b_off + N), C_t in [b_off + N, b_off + 2N)
+#   A:        (S D N)    conv weight: (S D K); Dv, biases: (S D); mask: (B L) of 0/1
+#   out:      (B L D)    the average of the directions, times silu(z)
+# A task is one batch element and one block of channels (several blocks when the batch is smaller than the thread
+# count); parameters are copied into channel-last scratch per task. Absent optional inputs come as small dummy arrays
+# with their flag False, so that each kernel has one compiled signature. Arithmetic may contract a * b + c into one
+# fused multiply-add ("contract"); only _kernel_adjoint_step may also reassociate its sums over channels, which
+# LLVM needs to vectorise them (never the exponential's range reduction, which reassociation would break).
+_expf = _exp_decay = _silu = _task = _conv_at = _step_inputs = _channels_last = _adjoint_step = _wide_vectors = (
+    _kernel_f32_bits
+) = _kernel_f32_from_bits = None
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
+_KERNEL_CHUNK = 32  # steps between the states the forward pass saves for the backward pass's recomputation
 
 
 def _kernel_expf(x):
@@ -295,8 +308,13 @@ def _kernel_expf(x):
     Cephes' expf: x = k ln2 + r with |r| <= ln2/2, exp(r) by a degree-7 polynomial, 2^k from the exponent
     bits (k by the round-to-nearest 1.5*2^23 trick). Underflows to 0 below -87.3, overflows to inf above 88.7.
     """
+    xc = x if x < np.float32(88.0) else np.float32(88.0)
+    return _exp_decay(xc) if x < np.float32(88.72283) else np.float32(np.inf)
+
+
+def _kernel_exp_decay(x):
+    """exp(x) for x <= 88 (every decay exp(dt * A) has x <= 0): _kernel_expf without the overflow branch."""
     xc = x if x > np.float32(-87.0) else np.float32(-87.0)
-    xc = xc if xc < np.float32(88.0) else np.float32(88.0)
     k = xc * np.float32(1.44269504088896341) + np.float32(12582912.0)
     fk = k - np.float32(12582912.0)
     r = xc - fk * np.float32(0.693359375) + fk * np.float32(2.12194440e-4)
@@ -308,121 +326,295 @@ def _kernel_expf(x):
     p = p * r + np.float32(5.0000001201e-1)
     p = p * r * r + r + _ONE
     res = p * _kernel_f32_from_bits((_kernel_f32_bits(k) - np.int32(0x4B400000) + np.int32(127)) << np.int32(23))
-    res = res if x > np.float32(-87.33654) else _ZERO
-    return res if x < np.float32(88.72283) else np.float32(np.inf)
+    return res if x > np.float32(-87.33654) else _ZERO
 
 
-def _kernel_step(a, dt, dtu, bt, ct, h_prev, h_t, e_t):
-    """One time step of one channel: e_t = exp(dt a), h_t = e_t h_prev + dt u B_t; returns C_t . h_t.
-    h_prev and h_t must be different arrays (an overlap would keep LLVM from vectorising the loop)."""
-    for n in range(a.shape[0]):
-        e = _expf(dt * a[n])
-        e_t[n] = e
-        h_t[n] = e * h_prev[n] + dtu * bt[n]
-    y = _ZERO
-    for n in range(a.shape[0]):
-        y += ct[n] * h_t[n]
-    return y
+def _kernel_silu(x):
+    return x / (_ONE + _expf(-x))
 
 
-def _kernel_forward(inputs, flags, out):
-    u, delta, A, Bt, Ct, Dv, z = inputs
-    has_d, has_z = flags
-    batch, dim, length = u.shape
-    nstate = A.shape[1]
-    for task in _prange(batch * dim):
-        b = task // dim
-        d = task % dim
-        a = A[d]
-        dd = Dv[d] if has_d else _ZERO
-        h_prev = np.zeros(nstate, dtype=np.float32)
-        h = np.empty(nstate, dtype=np.float32)
-        e = np.empty(nstate, dtype=np.float32)
-        for t in range(length):
-            dt = delta[b, d, t]
-            ut = u[b, d, t]
-            y = _step(a, dt, dt * ut, Bt[b, t], Ct[b, t], h_prev, h, e) + dd * ut
-            h_prev, h = h, h_prev
-            if has_z:
-                zt = z[b, d, t]
-                y *= zt / (_ONE + _expf(-zt))
-            out[b, d, t] = y
+def _kernel_task(task, blocks, dim):
+    """Batch element, first channel and channel count of a task."""
+    per = (dim + blocks - 1) // blocks
+    d0 = (task % blocks) * per
+    return task // blocks, d0, min(dim, d0 + per) - d0
 
 
-def _kernel_backward(inputs, flags, dout, groups, grads):
-    """One task per (batch element, group of channels); a task's channels run one after the other, so it adds
-    into its own dB_part/dC_part (G B L N) slice without races. dA_part (B D N) and dD_part (B D) are per
-    (b, d) and summed over the batch by the caller.
+def _kernel_conv_at(xz, mask, wk, bias, flags, s, b, t, d0, acc):
+    """acc = the pre-activation of direction s at time t for channels [d0, d0 + w): the bias plus the K taps
+    (wk: the direction's weights, (K, w)) over x = xz[b, :, d0:d0 + w] * mask[b]."""
+    has_mask, has_bias = flags
+    ksize, w = wk.shape
+    length = xz.shape[1]
+    for j in range(w):
+        acc[j] = bias[s, d0 + j] if has_bias else _ZERO
+    for k in range(ksize):
+        tk = t - ksize + 1 + k if s == 0 else t + ksize - 1 - k
+        if 0 <= tk < length:
+            m = mask[b, tk] if has_mask else _ONE
+            for j in range(w):
+                acc[j] += wk[k, j] * (xz[b, tk, d0 + j] * m)
 
-    Per channel: 1. recompute the forward pass into scratch (states h_t, decays exp(dt_t A), y_t:
-    O(L N) per task, nothing of size B D L N); 2. run the adjoint recurrence backwards in time.
-    """
-    u, delta, A, Bt, Ct, Dv, z = inputs
-    has_d, has_z = flags
-    du, ddelta, dz, dA_part, dB_part, dC_part, dD_part = grads
-    batch, dim, length = u.shape
-    nstate = A.shape[1]
-    per_group = (dim + groups - 1) // groups
-    for task in _prange(batch * groups):
-        b = task // groups
-        g = task % groups
-        hs = np.zeros((length + 1, nstate), dtype=np.float32)  # hs[t + 1] = h_t, hs[0] = h_{-1} = 0
-        es = np.empty((length, nstate), dtype=np.float32)  # exp(dt_t A)
-        ys = np.empty(length, dtype=np.float32)  # y_t + D u_t, before the gate
-        adj = np.empty(nstate, dtype=np.float32)  # dLoss/dh_t, carried from step t + 1
-        q1 = np.empty(nstate, dtype=np.float32)
-        q2 = np.empty(nstate, dtype=np.float32)
-        da_acc = np.empty(nstate, dtype=np.float64)
-        for d in range(g * per_group, min(dim, (g + 1) * per_group)):
-            a = A[d]
-            dd = Dv[d] if has_d else _ZERO
-            # 1. Forward recomputation.
+
+def _kernel_conv_forward(tasks, xz, mask, weight, bias, flags, blocks, out):
+    """Causal depthwise convolution of each direction, SiLU and mask: out[s, b, t] = silu(bias[s] + sum_k
+    weight[s, :, k] * x[b, t_k]) * m[b, t] with x = xz[:, :, :D] * m. Direction 0 is causal (t_k = t - K + 1 + k),
+    direction 1 anti-causal (t_k = t + K - 1 - k: the causal convolution of the reversed sequence, reversed back)."""
+    has_mask, has_bias = flags
+    ndir, batch, length, dim = out.shape
+    ksize = weight.shape[2]
+    for task in range(tasks[0], tasks[1]):
+        _wide_vectors()
+        b, d0, w = _task(task, blocks, dim)
+        wk = np.empty((ksize, w), dtype=np.float32)
+        acc = np.empty(w, dtype=np.float32)
+        for s in range(ndir):
+            _channels_last(weight, s, d0, wk)
             for t in range(length):
-                dt = delta[b, d, t]
-                ut = u[b, d, t]
-                ys[t] = _step(a, dt, dt * ut, Bt[b, t], Ct[b, t], hs[t], hs[t + 1], es[t]) + dd * ut
-            # 2. Reverse pass.
-            for n in range(nstate):
-                adj[n] = _ZERO
-                da_acc[n] = 0.0
-            dd_acc = 0.0
-            for t in range(length - 1, -1, -1):
-                ut = u[b, d, t]
-                dt = delta[b, d, t]
-                dtu = dt * ut
-                dy = dout[b, d, t]
+                _conv_at(xz, mask, wk, bias, flags, s, b, t, d0, acc)
+                mt = mask[b, t] if has_mask else _ONE
+                for j in range(w):
+                    out[s, b, t, d0 + j] = _silu(acc[j]) * mt
+
+
+def _kernel_conv_backward(tasks, xz, mask, weight, bias, flags, blocks, dout, grads):
+    """Gradients of _kernel_conv_forward: dx into columns [0, D) of dxz (B L G), and per batch element the
+    weight (B S D K) and bias (B S D) gradients, which the caller sums. Recomputes the pre-activations."""
+    has_mask, has_bias = flags
+    dxz, dweight, dbias = grads
+    ndir, batch, length, dim = dout.shape
+    ksize = weight.shape[2]
+    for task in range(tasks[0], tasks[1]):
+        _wide_vectors()
+        b, d0, w = _task(task, blocks, dim)
+        wk = np.empty((ksize, w), dtype=np.float32)
+        acc = np.empty(w, dtype=np.float32)
+        dw = np.empty((ksize, w), dtype=np.float64)
+        db = np.empty(w, dtype=np.float64)
+        for t in range(length):
+            for j in range(w):
+                dxz[b, t, d0 + j] = _ZERO
+        for s in range(ndir):
+            _channels_last(weight, s, d0, wk)
+            dw[:] = 0.0
+            db[:] = 0.0
+            for t in range(length):
+                _conv_at(xz, mask, wk, bias, flags, s, b, t, d0, acc)
+                mt = mask[b, t] if has_mask else _ONE
+                for j in range(w):  # acc becomes dLoss/d(pre-activation)
+                    a = acc[j]
+                    sig = _ONE / (_ONE + _expf(-a))
+                    acc[j] = dout[s, b, t, d0 + j] * mt * sig * (_ONE + a * (_ONE - sig))
+                    db[j] += acc[j]
+                for k in range(ksize):
+                    tk = t - ksize + 1 + k if s == 0 else t + ksize - 1 - k
+                    if 0 <= tk < length:
+                        m = mask[b, tk] if has_mask else _ONE
+                        for j in range(w):
+                            dw[k, j] += acc[j] * (xz[b, tk, d0 + j] * m)
+                            dxz[b, tk, d0 + j] += acc[j] * wk[k, j] * m
+            for j in range(w):
+                dbias[b, s, d0 + j] = db[j]
+                for k in range(ksize):
+                    dweight[b, s, d0 + j, k] = dw[k, j]
+
+
+def _kernel_step_inputs(u, dt, s, b, t, d0, dtv, dtu):
+    """dtv = dt and dtu = dt * u of direction s at time t, channels [d0, d0 + w)."""
+    for j in range(dtv.shape[0]):
+        dtv[j] = dt[s, b, t, d0 + j]
+        dtu[j] = dtv[j] * u[s, b, t, d0 + j]
+
+
+def _kernel_channels_last(param, s, d0, out):
+    """out[x, j] = param[s, d0 + j, x]: direction s's (D, X) parameter (A, the conv weight) for channels
+    [d0, d0 + w), channels last (X, w)."""
+    size, w = out.shape
+    for x in range(size):
+        for j in range(w):
+            out[x, j] = param[s, d0 + j, x]
+
+
+def _kernel_scan_forward(tasks, inputs, offsets, flags, blocks, outputs):
+    """Selective scan of every direction, D skip, average of the directions and gate (see the layout above).
+
+    With ``save`` it also writes what the backward pass needs: the average before the gate (ypre, B L D) and every
+    _KERNEL_CHUNK-th state of each direction (states, S B chunks N D: the state entering each chunk)."""
+    u, dt, proj, A, Dv, gate = inputs
+    b_off, z_off = offsets
+    has_d, has_z, save = flags
+    out, ypre, states = outputs
+    ndir, batch, length, dim = u.shape
+    nstate = A.shape[2]
+    scale = _ONE / np.float32(ndir)  # 1 or 0.5: exact, so 0.5 yf + 0.5 yb equals 0.5 (yf + yb)
+    for task in range(tasks[0], tasks[1]):
+        _wide_vectors()
+        b, d0, w = _task(task, blocks, dim)
+        a = np.empty((nstate, w), dtype=np.float32)
+        h = np.empty((nstate, w), dtype=np.float32)
+        y = np.empty(w, dtype=np.float32)
+        dtv = np.empty(w, dtype=np.float32)
+        dtu = np.empty(w, dtype=np.float32)
+        for s in range(ndir):
+            _channels_last(A, s, d0, a)
+            h[:] = _ZERO
+            for i in range(length):
+                t = i if s == 0 else length - 1 - i
+                if save and i % _KERNEL_CHUNK == 0:
+                    for n in range(nstate):
+                        for j in range(w):
+                            states[s, b, i // _KERNEL_CHUNK, n, d0 + j] = h[n, j]
+                _step_inputs(u, dt, s, b, t, d0, dtv, dtu)
+                for j in range(w):
+                    y[j] = _ZERO
+                for n in range(nstate):
+                    bn = proj[s, b, t, b_off + n]
+                    cn = proj[s, b, t, b_off + nstate + n]
+                    for j in range(w):
+                        v = _exp_decay(dtv[j] * a[n, j]) * h[n, j] + dtu[j] * bn
+                        h[n, j] = v
+                        y[j] += cn * v
+                if has_d:
+                    for j in range(w):
+                        y[j] += Dv[s, d0 + j] * u[s, b, t, d0 + j]
+                if s == 0:
+                    for j in range(w):
+                        out[b, t, d0 + j] = scale * y[j]
+                else:
+                    for j in range(w):
+                        out[b, t, d0 + j] += scale * y[j]
+        if save:
+            for t in range(length):
+                for j in range(w):
+                    ypre[b, t, d0 + j] = out[b, t, d0 + j]
+        if has_z:
+            for t in range(length):
+                for j in range(w):
+                    out[b, t, d0 + j] *= _silu(gate[b, t, z_off + d0 + j])
+
+
+def _kernel_adjoint_step(gy, h_t, h_prev, e_t, a, row, b_off, dtv, dtu, adj, s1, s2, da, dbc):
+    """One step of the adjoint recurrence backwards in time, for one block of w channels (arrays (N, w) or (w)).
+
+    gy = dLoss/dy_t; adj holds dLoss/dh_t from later steps and leaves with dLoss/dh_{t-1}. Returns through
+    s1 = sum_n dLoss/dh_t[n] B_t[n] and s2 = sum_n dLoss/dh_t[n] e_t[n] h_{t-1}[n] A[n] (for du and ddt), adds
+    into da (dA) and writes dbc = (dB_t, dC_t), sums over the block's channels (reassociated to vectorise)."""
+    _wide_vectors()
+    nstate, w = adj.shape
+    for j in range(w):
+        s1[j] = _ZERO
+        s2[j] = _ZERO
+    for n in range(nstate):
+        bn = row[b_off + n]
+        cn = row[b_off + nstate + n]
+        acc_b = _ZERO
+        acc_c = _ZERO
+        for j in range(w):
+            gh = adj[n, j] + gy[j] * cn  # dLoss/dh_t
+            acc_c += gy[j] * h_t[n, j]
+            acc_b += gh * dtu[j]
+            s1[j] += gh * bn
+            ghe = gh * e_t[n, j]
+            q = ghe * h_prev[n, j]
+            s2[j] += q * a[n, j]
+            da[n, j] += q * dtv[j]
+            adj[n, j] = ghe
+        dbc[n] = acc_b
+        dbc[nstate + n] = acc_c
+
+
+def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, grads):
+    """Gradients of _kernel_scan_forward. Per direction, chunks of _KERNEL_CHUNK steps from the last: recompute
+    the chunk's states from the saved one, then run the adjoint recurrence back through it.
+
+    grads: du, ddt (S B L D); dbc (blocks S B L 2N): dB and dC per channel block; dA (B S D N), dD (B S D) per
+    batch element; dgate (B L G), whose columns [z_off, z_off + D) get dz; gy (B L D) scratch. The caller sums
+    the partial gradients."""
+    u, dt, proj, A, Dv, gate = inputs
+    b_off, z_off = offsets
+    has_d, has_z, save = flags
+    ypre, states = saved
+    du, ddt, dbc, dA, dD, dgate, gy = grads
+    ndir, batch, length, dim = u.shape
+    nstate = A.shape[2]
+    scale = _ONE / np.float32(ndir)
+    chunks = (length + _KERNEL_CHUNK - 1) // _KERNEL_CHUNK
+    for task in range(tasks[0], tasks[1]):
+        _wide_vectors()
+        b, d0, w = _task(task, blocks, dim)
+        g = task % blocks
+        # 1. The gate: dz, and dLoss/dy of each direction's output.
+        for t in range(length):
+            for j in range(w):
+                go = dout[b, t, d0 + j]
                 if has_z:
-                    zt = z[b, d, t]
-                    sig = _ONE / (_ONE + _expf(-zt))
-                    dz[b, d, t] = dy * ys[t] * sig * (_ONE + zt * (_ONE - sig))
-                    dy = dy * zt * sig
-                bt = Bt[b, t]
-                ct = Ct[b, t]
-                e_t = es[t]
-                h_prev = hs[t]
-                h_t = hs[t + 1]
-                dc = dC_part[g, b, t]
-                db = dB_part[g, b, t]
+                    z = gate[b, t, z_off + d0 + j]
+                    sig = _ONE / (_ONE + _expf(-z))
+                    dgate[b, t, z_off + d0 + j] = go * ypre[b, t, d0 + j] * sig * (_ONE + z * (_ONE - sig))
+                    go = go * z * sig
+                gy[b, t, d0 + j] = scale * go
+        a = np.empty((nstate, w), dtype=np.float32)
+        hs = np.empty((_KERNEL_CHUNK + 1, nstate, w), dtype=np.float32)
+        es = np.empty((_KERNEL_CHUNK, nstate, w), dtype=np.float32)
+        adj = np.empty((nstate, w), dtype=np.float32)
+        da = np.empty((nstate, w), dtype=np.float64)
+        dd = np.empty(w, dtype=np.float64)
+        s1 = np.empty(w, dtype=np.float32)
+        s2 = np.empty(w, dtype=np.float32)
+        dtv = np.empty(w, dtype=np.float32)
+        dtu = np.empty(w, dtype=np.float32)
+        for s in range(ndir):
+            _channels_last(A, s, d0, a)
+            adj[:] = _ZERO
+            da[:] = 0.0
+            dd[:] = 0.0
+            for c in range(chunks - 1, -1, -1):
+                i0 = c * _KERNEL_CHUNK
+                steps = min(length, i0 + _KERNEL_CHUNK) - i0
+                # 2. Recompute the chunk's decays and states.
                 for n in range(nstate):
-                    gh = adj[n] + dy * ct[n]  # dLoss/dh_t
-                    dc[n] += dy * h_t[n]
-                    db[n] += gh * dtu
-                    ghe = gh * e_t[n] * h_prev[n]
-                    q1[n] = gh * bt[n]
-                    q2[n] = ghe * a[n]
-                    da_acc[n] += ghe * dt
-                    adj[n] = gh * e_t[n]
-                s1 = _ZERO
-                s2 = _ZERO
+                    for j in range(w):
+                        hs[0, n, j] = states[s, b, c, n, d0 + j]
+                for k in range(steps):
+                    t = i0 + k if s == 0 else length - 1 - i0 - k
+                    _step_inputs(u, dt, s, b, t, d0, dtv, dtu)
+                    for n in range(nstate):
+                        bn = proj[s, b, t, b_off + n]
+                        for j in range(w):
+                            e = _exp_decay(dtv[j] * a[n, j])
+                            es[k, n, j] = e
+                            hs[k + 1, n, j] = e * hs[k, n, j] + dtu[j] * bn
+                # 3. Adjoint recurrence back through the chunk.
+                for k in range(steps - 1, -1, -1):
+                    t = i0 + k if s == 0 else length - 1 - i0 - k
+                    _step_inputs(u, dt, s, b, t, d0, dtv, dtu)
+                    gyt = gy[b, t, d0 : d0 + w]
+                    _adjoint_step(
+                        gyt,
+                        hs[k + 1],
+                        hs[k],
+                        es[k],
+                        a,
+                        proj[s, b, t],
+                        b_off,
+                        dtv,
+                        dtu,
+                        adj,
+                        s1,
+                        s2,
+                        da,
+                        dbc[g, s, b, t],
+                    )
+                    for j in range(w):
+                        ut = u[s, b, t, d0 + j]
+                        skip = gyt[j] * Dv[s, d0 + j] if has_d else _ZERO
+                        du[s, b, t, d0 + j] = skip + dtv[j] * s1[j]
+                        ddt[s, b, t, d0 + j] = s2[j] + ut * s1[j]
+                        dd[j] += gyt[j] * ut
+            for j in range(w):
+                dD[b, s, d0 + j] = dd[j]
                 for n in range(nstate):
-                    s1 += q1[n]
-                    s2 += q2[n]
-                du[b, d, t] = dy * dd + dt * s1
-                dd_acc += dy * ut
-                ddelta[b, d, t] = s2 + ut * s1
-            for n in range(nstate):
-                dA_part[b, d, n] = da_acc[n]
-            dD_part[b, d] = dd_acc
+                    dA[b, s, d0 + j, n] = da[n, j]
 
 
 def _build_cpu_kernels():
@@ -436,8 +628,10 @@ def _build_cpu_kernels():
     except ImportError:
         raise
 
+    contract = {"contract"}
+
     def jit(fn, **options):
-        options = {"cache": True, "fastmath": False, **options}
+        options = {"cache": True, "fastmath": contract, "nogil": True, **options}
         try:
             return numba.njit(**options)(fn)
         except Exception:  # no writable cache location for this source file: compile without a disk cache
@@ -457,16 +651,39 @@ def _build_cpu_kernels():
 
         return types.float32(types.int32), codegen
 
+    @intrinsic
+    def wide_vectors(typingctx):
+        """Let LLVM vectorise the calling function with 512-bit registers where the CPU has them: on AVX-512
+        machines LLVM otherwise prefers 256 bits, half the lanes (what clang's -mprefer-vector-width=512 sets)."""
+
+        def codegen(context, builder, signature, args):
+            try:  # llvmlite validates attribute names against a fixed list: add the string attribute as is
+                set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+            except Exception:
+                pass
+            return context.get_dummy_value()
+
+        return types.none(), codegen
+
     g = globals()
-    g["_prange"] = numba.prange
     g["_kernel_f32_bits"] = f32_bits
     g["_kernel_f32_from_bits"] = f32_from_bits
-    g["_expf"] = jit(_kernel_expf, inline="always")  # inlined in numba IR so that the callers' loops vectorise
-    g["_step"] = jit(_kernel_step, inline="always")
+    g["_wide_vectors"] = wide_vectors
+    # Inlined in numba IR (inline="always") so that the callers' loops vectorise.
+    g["_exp_decay"] = jit(_kernel_exp_decay, inline="always")
+    g["_expf"] = jit(_kernel_expf, inline="always")
+    g["_silu"] = jit(_kernel_silu, inline="always")
+    g["_task"] = jit(_kernel_task, inline="always")
+    g["_conv_at"] = jit(_kernel_conv_at, inline="always")
+    g["_step_inputs"] = jit(_kernel_step_inputs, inline="always")
+    g["_channels_last"] = jit(_kernel_channels_last, inline="always")
+    g["_adjoint_step"] = jit(_kernel_adjoint_step, fastmath={"contract", "reassoc"})
     return {
         "numba": numba,
-        "forward": jit(_kernel_forward, parallel=True),
-        "backward": jit(_kernel_backward, parallel=True),
+        "conv_forward": jit(_kernel_conv_forward),
+        "conv_backward": jit(_kernel_conv_backward),
+        "scan_forward": jit(_kernel_scan_forward),
+        "scan_backward": jit(_kernel_scan_backward),
         "expf": g["_expf"],
     }
 
@@ -492,100 +709,325 @@ def _load_cpu_kernels():
     return _cpu_kernels
 
 
-def _set_kernel_threads(kernels) -> None:
-    numba = kernels["numba"]
+def _kernels():
+    """The compiled kernels (raises RuntimeError if numba is unavailable)."""
+    kernels = _load_cpu_kernels()
+    if kernels is None:
+        raise RuntimeError(f"backend 'cpu_kernel' is unavailable (numba): {_cpu_kernels_error!r}")
+    return kernels
+
+
+class _TaskThreads:
+    """Worker threads that run kernel task ranges beside the calling thread.
+
+    The kernels release the GIL and run on plain Python threads, as many as torch's intra-op threads, rather than
+    in numba's parallel pool: with numba's OpenMP pool and torch's both spinning on the same cores, each stalled the
+    other (a 63-token scan took 8 ms instead of 0.7 ms), and numba's other pool costs 27 us a launch against 7 here.
+    """
+
+    def __init__(self):
+        self.workers = []
+        self.done = queue.SimpleQueue()
+
+    def _work(self, jobs):
+        while True:
+            fn, args = jobs.get()
+            try:
+                fn(*args)
+                self.done.put(None)
+            except BaseException as exc:  # handed to the caller
+                self.done.put(exc)
+
+    def run(self, fn, ntasks: int, args: tuple) -> None:
+        threads = max(1, min(torch.get_num_threads(), ntasks))
+        while len(self.workers) < threads - 1:
+            jobs = queue.SimpleQueue()
+            threading.Thread(target=self._work, args=(jobs,), daemon=True, name="ecgmamba-kernel").start()
+            self.workers.append(jobs)
+        bounds = [ntasks * i // threads for i in range(threads + 1)]
+        for i in range(1, threads):
+            self.workers[i - 1].put((fn, ((bounds[i], bounds[i + 1]), *args)))
+        error = None
+        try:
+            fn((bounds[0], bounds[1]), *args)
+        except BaseException as exc:
+            error = exc
+        for _ in range(threads - 1):
+            error = self.done.get() or error
+        if error is not None:
+            raise error
+
+
+def _reset_task_threads() -> None:
+    global _task_threads, _task_lock
+    _task_threads, _task_lock = _TaskThreads(), threading.Lock()
+
+
+_reset_task_threads()
+if hasattr(os, "register_at_fork"):  # a forked child (a DataLoader worker) has none of its parent's threads
+    os.register_at_fork(after_in_child=_reset_task_threads)
+
+
+def _run_tasks(name: str, ntasks: int, *args) -> None:
+    """Run kernel `name` over tasks [0, ntasks), split across torch's thread count (on the calling thread alone
+    while another thread's call holds the workers)."""
+    kernel = _kernels()[name]
+    if not _task_lock.acquire(blocking=False):
+        kernel((0, ntasks), *args)
+        return
     try:
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    except Exception:
-        pass
+        _task_threads.run(kernel, ntasks, args)
+    finally:
+        _task_lock.release()
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
+def _channel_blocks(batch: int, dim: int) -> int:
+    """Channel blocks per batch element: 1 when the batch alone gives every thread two tasks or more, else up to
+    two tasks per thread, blocks of at least 32 channels."""
+    threads = torch.get_num_threads()
+    if batch >= 2 * threads:
+        return 1
+    return max(1, min(-(-2 * threads // batch), dim // 32))
+
+
+_DUMMY = {rank: np.zeros((1,) * rank, dtype=np.float32) for rank in (1, 2, 3, 5)}
+
+
+def _np(t: torch.Tensor | None, rank: int = 1) -> np.ndarray:
+    """A float32 C-contiguous NumPy view (or copy) of t; a dummy array of the given rank for None."""
+    if t is None:
+        return _DUMMY[rank]
     return t.detach().to(torch.float32).contiguous().numpy()
 
 
-_EMPTY1 = np.zeros(1, dtype=np.float32)
-_EMPTY3 = np.zeros((1, 1, 1), dtype=np.float32)
+def _conv_forward(xz, mask, weight, bias, dim):
+    ndir, batch, length = weight.shape[0], xz.shape[0], xz.shape[1]
+    out = torch.empty(ndir, batch, length, dim)
+    flags = (mask is not None, bias is not None)
+    blocks = _channel_blocks(batch, dim)
+    _run_tasks(
+        "conv_forward", batch * blocks, _np(xz), _np(mask, 2), _np(weight), _np(bias, 2), flags, blocks, out.numpy()
+    )
+    return out
 
 
-def _kernel_inputs(u, dt, A, B, C, D, z):
-    """The kernels' input tuple: float32 C-contiguous arrays, B and C time-major, absent inputs as 1-element."""
-    return (
-        _np(u),
-        _np(dt),
-        _np(A),
-        _np(B.transpose(1, 2)),
-        _np(C.transpose(1, 2)),
-        _np(D) if D is not None else _EMPTY1,
-        _np(z) if z is not None else _EMPTY3,
+def _conv_backward(grad, xz, mask, weight, bias):
+    ndir, dim, ksize = weight.shape
+    batch = xz.shape[0]
+    dxz = torch.zeros(xz.shape)
+    dweight = torch.empty(batch, ndir, dim, ksize)
+    dbias = torch.empty(batch, ndir, dim)
+    flags = (mask is not None, bias is not None)
+    blocks = _channel_blocks(batch, dim)
+    grads = (dxz.numpy(), dweight.numpy(), dbias.numpy())
+    args = (_np(xz), _np(mask, 2), _np(weight), _np(bias, 2), flags, blocks, _np(grad), grads)
+    _run_tasks("conv_backward", batch * blocks, *args)
+    return dxz, dweight.sum(0), dbias.sum(0)
+
+
+def _scan_forward(u, dt, proj, A, D, gate, b_off, z_off, save):
+    ndir, batch, length, dim = u.shape
+    out = torch.empty(batch, length, dim)
+    ypre = torch.empty(batch, length, dim) if save else torch.empty(0)
+    states = torch.empty(ndir, batch, -(-length // _KERNEL_CHUNK), A.shape[2], dim) if save else torch.empty(0)
+    inputs = (_np(u), _np(dt), _np(proj), _np(A), _np(D, 2), _np(gate, 3))
+    outputs = (out.numpy(), ypre.numpy() if save else _DUMMY[3], states.numpy() if save else _DUMMY[5])
+    flags = (D is not None, gate is not None, save)
+    blocks = _channel_blocks(batch, dim)
+    _run_tasks("scan_forward", batch * blocks, inputs, (b_off, z_off), flags, blocks, outputs)
+    return out, ypre, states
+
+
+def _scan_backward(grad, u, dt, proj, A, D, gate, ypre, states, b_off, z_off):
+    ndir, batch, length, dim = u.shape
+    nstate = A.shape[2]
+    blocks = _channel_blocks(batch, dim)
+    du, ddt = torch.empty(ndir, batch, length, dim), torch.empty(ndir, batch, length, dim)
+    dbc = torch.empty(blocks, ndir, batch, length, 2 * nstate)
+    dA, dD = torch.empty(batch, ndir, dim, nstate), torch.empty(batch, ndir, dim)
+    dgate = torch.zeros(gate.shape) if gate is not None else torch.empty(0)
+    scratch = torch.empty(batch, length, dim)
+    inputs = (_np(u), _np(dt), _np(proj), _np(A), _np(D, 2), _np(gate, 3))
+    dgate_np = dgate.numpy() if gate is not None else _DUMMY[3]
+    grads = (du.numpy(), ddt.numpy(), dbc.numpy(), dA.numpy(), dD.numpy(), dgate_np, scratch.numpy())
+    flags = (D is not None, gate is not None, True)
+    saved = (_np(ypre, 3), _np(states, 5))
+    _run_tasks("scan_backward", batch * blocks, inputs, (b_off, z_off), flags, blocks, saved, _np(grad), grads)
+    dproj = torch.zeros(proj.shape)
+    dproj[..., b_off : b_off + 2 * nstate] = dbc.sum(0) if blocks > 1 else dbc[0]
+    return du, ddt, dproj, dA.sum(0), dD.sum(0), dgate
+
+
+# The kernels as torch.library custom ops: opaque to torch.compile, which traces the rest of the model around them
+# through their fake (shape-only) implementations, and differentiable through the hand-written backward kernels.
+# Registered on first use under a namespace named after this module: a checkpoint's remote code is a second copy.
+_OPS_NAMESPACE = "ecgmamba_" + "".join(c if c.isalnum() else "_" for c in __name__)
+_ops = None
+
+
+def _custom_ops():
+    global _ops
+    if _ops is not None:
+        return _ops
+    with _cpu_lock:
+        if _ops is None:
+            _ops = _register_custom_ops()
+    return _ops
+
+
+def _register_custom_ops():
+    lib = _OPS_NAMESPACE
+    existing = getattr(torch.ops, lib, None)
+    if existing is not None and hasattr(existing, "scan"):  # registered by an earlier load of this module
+        return existing
+    define = torch.library.custom_op
+    conv = define(
+        f"{lib}::conv",
+        _conv_forward,
+        mutates_args=(),
+        schema="(Tensor xz, Tensor? mask, Tensor weight, Tensor? bias, int dim) -> Tensor",
+    )
+    conv_backward = define(
+        f"{lib}::conv_backward",
+        _conv_backward,
+        mutates_args=(),
+        schema="(Tensor grad, Tensor xz, Tensor? mask, Tensor weight, Tensor? bias) -> (Tensor, Tensor, Tensor)",
+    )
+    scan = define(
+        f"{lib}::scan",
+        _scan_forward,
+        mutates_args=(),
+        schema="(Tensor u, Tensor dt, Tensor proj, Tensor A, Tensor? D, Tensor? gate, int b_off, int z_off, "
+        "bool save) -> (Tensor, Tensor, Tensor)",
+    )
+    scan_backward = define(
+        f"{lib}::scan_backward",
+        _scan_backward,
+        mutates_args=(),
+        schema="(Tensor grad, Tensor u, Tensor dt, Tensor proj, Tensor A, Tensor? D, Tensor? gate, Tensor ypre, "
+        "Tensor states, int b_off, int z_off) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
     )
 
+    @conv.register_fake
+    def _(xz, mask, weight, bias, dim):
+        return xz.new_empty(weight.shape[0], xz.shape[0], xz.shape[1], dim)
 
-class _CpuKernelScan(torch.autograd.Function):
-    """Autograd wrapper of the numba kernels, taking dt (bias and softplus already applied by autograd-tracked
-    PyTorch ops: vectorised, and their backward comes for free). Saves only the inputs; backward recomputes the
-    states."""
+    @conv_backward.register_fake
+    def _(grad, xz, mask, weight, bias):
+        return xz.new_empty(xz.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[:2])
 
-    @staticmethod
-    def forward(ctx, u, dt, A, B, C, D, z):
-        kernels = _load_cpu_kernels()
-        _set_kernel_threads(kernels)
-        flags = (D is not None, z is not None)
-        out = np.empty(tuple(u.shape), dtype=np.float32)
-        kernels["forward"](_kernel_inputs(u, dt, A, B, C, D, z), flags, out)
-        ctx.flags = flags
-        ctx.save_for_backward(u, dt, A, B, C, D, z)
-        return torch.from_numpy(out)
+    @scan.register_fake
+    def _(u, dt, proj, A, D, gate, b_off, z_off, save):
+        ndir, batch, length, dim = u.shape
+        if not save:
+            return u.new_empty(batch, length, dim), u.new_empty(0), u.new_empty(0)
+        chunks = (length + _KERNEL_CHUNK - 1) // _KERNEL_CHUNK
+        states = u.new_empty(ndir, batch, chunks, A.shape[2], dim)
+        return u.new_empty(batch, length, dim), u.new_empty(batch, length, dim), states
 
-    @staticmethod
-    def backward(ctx, dout):
-        kernels = _load_cpu_kernels()
-        _set_kernel_threads(kernels)
-        saved = ctx.saved_tensors
-        has_d, has_z = ctx.flags
-        batch, dim, length = saved[0].shape
-        nstate = saved[2].shape[1]
-        # Channel groups per batch element: enough tasks (>= 4 per thread) to balance the threads.
-        nthreads = kernels["numba"].get_num_threads()
-        groups = max(1, min(dim, -(-4 * nthreads // batch)))
-        f32 = np.float32
-        grads = (
-            np.empty((batch, dim, length), dtype=f32),  # du
-            np.empty((batch, dim, length), dtype=f32),  # ddt
-            np.empty((batch, dim, length), dtype=f32) if has_z else _EMPTY3,  # dz
-            np.empty((batch, dim, nstate), dtype=f32),  # dA per batch element
-            np.zeros((groups, batch, length, nstate), dtype=f32),  # dB per channel group, time-major
-            np.zeros((groups, batch, length, nstate), dtype=f32),  # dC per channel group, time-major
-            np.empty((batch, dim), dtype=f32),  # dD per batch element
+    @scan_backward.register_fake
+    def _(grad, u, dt, proj, A, D, gate, ypre, states, b_off, z_off):
+        dD = u.new_empty(u.shape[0], u.shape[3])
+        dgate = u.new_empty(gate.shape) if gate is not None else u.new_empty(0)
+        return u.new_empty(u.shape), u.new_empty(u.shape), proj.new_empty(proj.shape), A.new_empty(A.shape), dD, dgate
+
+    def conv_setup(ctx, inputs, output):
+        xz, mask, weight, bias, _ = inputs
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(xz, mask, weight, bias)
+
+    def conv_grad(ctx, grad):
+        xz, mask, weight, bias = ctx.saved_tensors
+        dxz, dweight, dbias = conv_backward(grad.contiguous(), xz, mask, weight, bias)
+        return dxz, None, dweight, dbias if ctx.has_bias else None, None
+
+    def scan_setup(ctx, inputs, output):
+        u, dt, proj, A, D, gate, b_off, z_off, save = inputs
+        if not save:
+            raise RuntimeError("the CPU scan kernel was called without save=True under autograd")
+        ctx.offsets = (b_off, z_off)
+        ctx.optional = (D is not None, gate is not None)
+        ctx.save_for_backward(u, dt, proj, A, D, gate, output[1], output[2])
+
+    def scan_grad(ctx, grad, *unused):
+        u, dt, proj, A, D, gate, ypre, states = ctx.saved_tensors
+        du, ddt, dproj, dA, dD, dgate = scan_backward(
+            grad.contiguous(), u, dt, proj, A, D, gate, ypre, states, *ctx.offsets
         )
-        kernels["backward"](_kernel_inputs(*saved), ctx.flags, _np(dout), groups, grads)
-        du, ddt, dz, dA_part, dB_part, dC_part, dD_part = (torch.from_numpy(g) for g in grads)
-        result = (
-            du,
-            ddt,
-            dA_part.sum(0),
-            dB_part.sum(0).transpose(1, 2),
-            dC_part.sum(0).transpose(1, 2),
-            dD_part.sum(0) if has_d else None,
-            dz if has_z else None,
-        )
-        return tuple(
-            g.to(t.dtype).contiguous() if g is not None and ctx.needs_input_grad[i] else None
-            for i, (g, t) in enumerate(zip(result, saved))
-        )
+        has_d, has_z = ctx.optional
+        return du, ddt, dproj, dA, dD if has_d else None, dgate if has_z else None, None, None, None
+
+    conv.register_autograd(conv_grad, setup_context=conv_setup)
+    scan.register_autograd(scan_grad, setup_context=scan_setup)
+    return getattr(torch.ops, lib)
+
+
+def _needs_graph(*tensors) -> bool:
+    """Whether a kernel call must go through its custom op: under autograd or while compiling."""
+    if _call_quietly(torch.compiler.is_compiling):
+        return True
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _kernel_conv(xz, mask, weight, bias, dim):
+    if _needs_graph(xz, weight, bias):
+        return _custom_ops().conv(xz, mask, weight, bias, dim)
+    return _conv_forward(xz, mask, weight, bias, dim)  # inference: skip the dispatcher's overhead
+
+
+def _kernel_scan(u, dt, proj, A, D, gate, b_off, z_off):
+    if _needs_graph(u, dt, proj, A, D, gate):
+        save = torch.is_grad_enabled()
+        return _custom_ops().scan(u, dt, proj, A, D, gate, b_off, z_off, save)[0]
+    return _scan_forward(u, dt, proj, A, D, gate, b_off, z_off, False)[0]
 
 
 def selective_scan_cpu_kernel(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """Selective scan with the numba kernel (CPU tensors). Raises RuntimeError if numba is unavailable."""
-    if _load_cpu_kernels() is None:
-        raise RuntimeError(f"backend 'cpu_kernel' is unavailable (numba): {_cpu_kernels_error!r}")
+    """Selective scan with the numba kernel (CPU tensors). Raises RuntimeError if numba is unavailable.
+
+    The kernel's layout is time-major (see the layout notes above): the (B D L) inputs are transposed into it."""
+    _kernels()
     dtype_in = u.dtype
     dt = delta.float()
     if delta_bias is not None:
         dt = dt + delta_bias.float()[:, None]
     if delta_softplus:
         dt = F.softplus(dt)
-    return _CpuKernelScan.apply(u, dt, A, B, C, D, z).to(dtype_in)
+    proj = torch.cat([B, C], dim=1).float().transpose(1, 2)[None]  # (1 B L 2N): B_t then C_t
+    gate = None if z is None else z.float().transpose(1, 2)
+    skip = None if D is None else D.float()[None]
+    out = _kernel_scan(
+        u.float().transpose(1, 2)[None], dt.transpose(1, 2)[None], proj, A.float()[None], skip, gate, 0, 0
+    )
+    return out.transpose(1, 2).to(dtype_in)
+
+
+def fused_mixer(xz, mask, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A, D):
+    """The (bi)directional mixer between ``in_proj`` and ``out_proj``, fused for CPUs: for each direction the
+    depthwise convolution + SiLU + mask (one kernel for all directions), ``x_proj`` and ``dt_proj`` (matrix
+    products, batched over the directions), softplus, then one kernel for the scans, the D skip, the average of the
+    directions and the gate. Direction 1, when given, is the backward scan: it walks time backwards (its
+    convolution is anti-causal) instead of running on flipped copies. Same numbers as the unfused modules.
+
+    Shapes (S directions, B batch, L tokens, D channels, K conv kernel, R time-step rank, N state size)::
+
+        xz:             (B L 2D)    in_proj's output: x, then the gate z
+        mask:           (B L)       1.0 for real tokens, 0.0 for padding; or None
+        conv_weight:    (S D K)     conv_bias: (S D) or None
+        x_proj_weight:  (S R+2N D)  dt_proj_weight: (S D R), dt_proj_bias: (S D)
+        A:              (S D N)     negative reals;  D: (S D)
+        returns:        (B L D)
+
+    float32 CPU tensors; differentiable (hand-written backward kernels) and traceable by torch.compile.
+    """
+    ndir, dim = conv_weight.shape[:2]
+    batch, length = xz.shape[:2]
+    rank = dt_proj_weight.shape[2]
+    u = _kernel_conv(xz, mask, conv_weight, conv_bias, dim)  # (S B L D)
+    proj = torch.bmm(u.view(ndir, batch * length, dim), x_proj_weight.transpose(1, 2))  # (S BL R+2N)
+    dt = F.softplus(torch.baddbmm(dt_proj_bias[:, None], proj[..., :rank], dt_proj_weight.transpose(1, 2)))
+    shape = (ndir, batch, length, -1)
+    return _kernel_scan(u, dt.view(shape), proj.view(shape), A, D, xz, rank, dim)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -676,9 +1118,9 @@ def resolve_backend(u: torch.Tensor, backend: str | None = None) -> str:
     ``backend=None`` reads ``ECGMAMBA_SCAN_BACKEND`` (unset or ``"auto"``: choose). While ``torch.export`` or the
     ONNX exporter traces the model, every backend runs as ``"parallel"`` (the only form whose graph holds for any
     length; the kernels cannot be exported). Otherwise the automatic choice: CUDA tensors run ``"cuda"`` if
-    mamba_ssm imports, else ``"torch"`` (one logged warning); CPU tensors run ``"cpu_kernel"`` if numba imports,
-    else ``"torch"`` (one logged warning); while JIT-tracing or compiling, and for float64 CUDA tensors or other
-    devices, ``"torch"``. An explicit backend that cannot run raises (ValueError for an unknown name,
+    mamba_ssm imports, else ``"torch"`` (one logged warning); CPU tensors run ``"cpu_kernel"`` if numba imports
+    (also under ``torch.compile``, which sees the kernels as custom ops), else ``"torch"`` (one logged warning);
+    while JIT-tracing, for CUDA tensors while compiling, and for float64 CUDA tensors or other devices, ``"torch"``. An explicit backend that cannot run raises (ValueError for an unknown name,
     RuntimeError for an unavailable one).
     """
     if backend is None:
@@ -710,8 +1152,9 @@ def resolve_backend(u: torch.Tensor, backend: str | None = None) -> str:
             _cuda_error,
         )
         return "torch"
-    if u.device.type != "cpu" or is_tracing():
+    if u.device.type != "cpu" or _call_quietly(torch.jit.is_tracing):
         return "torch"
+    # While torch.compile traces, the kernels run as custom ops (opaque to it, with fake implementations).
     return "cpu_kernel" if _load_cpu_kernels() is not None else "torch"
 
 

@@ -204,7 +204,7 @@ def test_cpu_default_is_the_kernel(monkeypatch):
     assert available_backends()[:3] == ["reference", "cpu_kernel", "torch"]
 
 
-def test_export_uses_the_loop_free_scan_and_tracing_the_torch_scan(monkeypatch):
+def test_export_uses_the_loop_free_scan_compile_the_kernel_and_jit_tracing_the_torch_scan(monkeypatch):
     monkeypatch.delenv(ss.ENV_VAR, raising=False)
     u = torch.zeros(1, 2, 3)
     with monkeypatch.context() as patch:
@@ -215,8 +215,11 @@ def test_export_uses_the_loop_free_scan_and_tracing_the_torch_scan(monkeypatch):
         patch.setattr(torch.compiler, "is_exporting", lambda: True)
         assert resolve_backend(u) == "parallel"
     with monkeypatch.context() as patch:
-        patch.setattr(torch.compiler, "is_compiling", lambda: True)
-        assert resolve_backend(u) == "torch" and ss.is_tracing() and not ss.is_exporting()
+        patch.setattr(torch.compiler, "is_compiling", lambda: True)  # the kernels are custom ops torch.compile sees
+        assert resolve_backend(u) == "cpu_kernel" and ss.is_tracing() and not ss.is_exporting()
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.jit, "is_tracing", lambda: True)
+        assert resolve_backend(u) == "torch"
 
 
 @pytest.mark.parametrize("length", [1, 7, 8, 9, 125, 301])
@@ -311,7 +314,7 @@ def test_module_level_imports_are_light():
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, "no relative imports"
             top.add(node.module.split(".")[0])
-    assert top <= {"__future__", "logging", "os", "threading", "math", "numpy", "torch"}, top
+    assert top <= {"__future__", "logging", "os", "queue", "threading", "math", "numpy", "torch"}, top
     lazy = {
         alias.name if isinstance(node, ast.Import) else node.module
         for node in ast.walk(tree)
