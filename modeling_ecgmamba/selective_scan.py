@@ -52,13 +52,10 @@ __all__ = [
 BACKENDS = ("reference", "cpu_kernel", "torch", "parallel", "cuda")
 ENV_VAR = "ECGMAMBA_SCAN_BACKEND"
 
-# Steps per chunk of the pure-PyTorch scan, and the floor of each step's log-decay dt * A there: inside a chunk
-# the exponents stay within _TORCH_CHUNK * |_LOG_DECAY_MIN| = 64 (float32's exp overflows above 88; the margin
-# keeps gradients finite), whatever dt is. Short chunks also keep the (B D N T) intermediates in cache, which
-# measured faster than longer chunks on 2 cores.
-_TORCH_CHUNK = 4
-_TORCH_CHUNK_SEGMENT = 32  # steps per autograd checkpoint of the PyTorch scan (a multiple of _TORCH_CHUNK)
-_LOG_DECAY_MIN = -16.0
+# Steps the pure-PyTorch scan discretises at once: its time-major (T B D N) buffers of decays, inflows and states
+# (16 MiB each at batch 32, 256 channels, N 16) are the only tensors of the state's size that exist; under autograd
+# it keeps the state entering each block, and its backward pass recomputes a block's states from it.
+_TORCH_BLOCK = 32
 # Steps per chunk of the loop-free scan: with log-decays clamped at -20 per step and exponents taken around the
 # chunk's mid-point, they stay within +-80 (float32-safe).
 _PARALLEL_CHUNK = 8
@@ -133,67 +130,125 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Pure-PyTorch chunked scan
+# Pure-PyTorch scan
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _torch_scan_chunk(h0, dt_c, u_c, B_c, C_c, A):
-    """One chunk of T steps. h0: (B D N); dt_c, u_c: (B D T); B_c, C_c: (B N T); A: (D N).
+class _TorchBlocks:
+    """Time-major views of the scan's inputs and reusable (T B D N) buffers for one block of _TORCH_BLOCK steps.
 
-    Returns ``(y_c, h_T)``: y_c (B D T) without the D skip and the gate, h_T (B D N) the state after the chunk.
+    The buffers are allocated once per call (fresh 10-30 MB tensors for each block cost more in page faults
+    than the arithmetic), and the per-step multiply-adds run on contiguous (B D N) slices of them."""
 
-    With S_t = sum_{k<=t} dt_k A (cumulative log-decay inside the chunk),
-    h_t = exp(S_t) * (h0 + sum_{s<=t} exp(-S_s) dt_s B_s u_s). Each step's log-decay is clamped at
-    _LOG_DECAY_MIN (a decay below exp(-16) = 1.1e-7 per step, float32's resolution, is kept at 1.1e-7), so
-    |S_t| <= _TORCH_CHUNK * 16 = 64 and neither exp(+-S) nor the gradients overflow (float32's exp does above 88).
-    Intermediates are (B D N T): B_c and C_c broadcast without copies and the cumsums run over the contiguous
-    last dimension. Out of place where autograd needs it, no cumprod: exports to ONNX.
-    """
-    s = torch.cumsum((dt_c.unsqueeze(2) * A.unsqueeze(-1)).clamp(min=_LOG_DECAY_MIN), dim=-1)  # (B D N T)
-    growth = torch.exp(s)
-    # exp(-S); 1 / growth is cheaper but its derivative -1/growth^2 would overflow, so only without autograd
-    shrink = torch.exp(-s) if torch.is_grad_enabled() else torch.reciprocal(growth)
-    inflow = (dt_c * u_c).unsqueeze(2) * B_c.unsqueeze(1) * shrink  # exp(-S_s) dt_s B_s u_s
-    inflow[..., 0] += h0
-    h = growth * torch.cumsum(inflow, dim=-1)  # (B D N T)
-    y = (h * C_c.unsqueeze(1)).sum(2)  # (B D T)
-    return y, h[..., -1].contiguous()  # a copy: a view would keep the whole (B D N T) chunk alive
+    def __init__(self, u, dt, A, B, C, buffers: int):
+        self.u, self.dt, self.B, self.C = (t.permute(2, 0, 1) for t in (u, dt, B, C))  # (L B D) and (L B N)
+        self.A = A
+        batch, dim, length = u.shape
+        self.length, self.shape = length, (batch, dim, A.shape[1])
+        self.buffers = [u.new_empty(min(_TORCH_BLOCK, length), *self.shape) for _ in range(buffers)]
+
+    def starts(self, reverse: bool = False):
+        starts = range(0, self.length, _TORCH_BLOCK)
+        return reversed(starts) if reverse else starts
+
+    def discretise(self, start: int):
+        """Decays exp(dt A) and inflows dt u B of the block starting at ``start``: two (T B D N) buffers."""
+        sl = slice(start, start + _TORCH_BLOCK)
+        steps = len(range(self.length)[sl])
+        decay, inflow = self.buffers[0][:steps], self.buffers[1][:steps]
+        dt = self.dt[sl].unsqueeze(-1)
+        torch.mul(dt, self.A, out=decay).exp_()
+        torch.mul(dt * self.u[sl].unsqueeze(-1), self.B[sl].unsqueeze(2), out=inflow)
+        return sl, decay, inflow
+
+    def states(self, h, decay, inflow):
+        """h_t = decay_t h_{t-1} + inflow_t through the block from the state h, one in-place multiply-add per
+        step (the reference's arithmetic: no cumulative sums of log-decays, no clamping): the (T B D N) states."""
+        states = self.buffers[2][: len(decay)]
+        for k in range(len(decay)):
+            h = torch.addcmul(inflow[k], decay[k], h, out=states[k])
+        return states
+
+    def contract(self, states, weights):
+        """sum_n states[t, b, :, n] weights[t, b, n] as one batched product: (T B D)."""
+        steps, batch, dim, nstate = states.shape
+        flat = states.view(steps * batch, dim, nstate)
+        return torch.bmm(flat, weights.reshape(steps * batch, nstate, 1)).view(steps, batch, dim)
 
 
-def _torch_scan_segment(h, dt, u, B, C, A):
-    """Chunks of _TORCH_CHUNK steps one after the other over a segment: returns (y (B D T), final state)."""
-    ys = []
-    for start in range(0, dt.shape[-1], _TORCH_CHUNK):
-        sl = slice(start, start + _TORCH_CHUNK)
-        y_c, h = _torch_scan_chunk(h, dt[:, :, sl], u[:, :, sl], B[:, :, sl], C[:, :, sl], A)
-        ys.append(y_c)
-    return torch.cat(ys, dim=2), h
+def _torch_scan_forward(u, dt, A, B, C):
+    """y (B D L), without the D skip and the gate, and the state entering each block of _TORCH_BLOCK steps."""
+    blocks = _TorchBlocks(u, dt, A, B, C, buffers=3)
+    y = u.new_empty(blocks.length, u.shape[0], u.shape[1])  # (L B D)
+    h, entering = u.new_zeros(blocks.shape), []
+    for start in blocks.starts():
+        sl, decay, inflow = blocks.discretise(start)
+        entering.append(h)
+        states = blocks.states(h, decay, inflow)
+        y[sl] = blocks.contract(states, blocks.C[sl])
+        h = states[-1].clone()  # the buffers are reused by the next block
+    return y.permute(1, 2, 0), entering
+
+
+class _TorchScan(torch.autograd.Function):
+    """The scan of :func:`_torch_scan_forward` with a hand-written backward pass: per block, from the last,
+    recompute the states from the saved entering state, run the adjoint recurrence dLoss/dh_{t-1} =
+    decay_t (dLoss/dh_t) back through it (one multiply-add and one multiply per step), and get every input's
+    gradient from the block's adjoints with batched products. Memory: the inputs, one state per block, and five
+    (T B D N) buffers."""
+
+    @staticmethod
+    def forward(ctx, u, dt, A, B, C):
+        y, entering = _torch_scan_forward(u, dt, A, B, C)
+        ctx.save_for_backward(u, dt, A, B, C, *entering)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        u, dt, A, B, C, *entering = ctx.saved_tensors
+        blocks = _TorchBlocks(u, dt, A, B, C, buffers=5)
+        dy = dy.permute(2, 0, 1)  # (L B D)
+        du, ddt = (u.new_empty(blocks.length, *u.shape[:2]) for _ in range(2))  # (L B D)
+        dB, dC = (B.new_empty(blocks.length, B.shape[0], B.shape[1]) for _ in range(2))  # (L B N)
+        dA = torch.zeros_like(A)
+        adjoint = u.new_zeros(blocks.shape)  # dLoss/dh_t, carried backwards in time
+        step_adjoint = torch.empty_like(adjoint)
+        for index, start in zip(range(len(entering) - 1, -1, -1), blocks.starts(reverse=True)):
+            sl, decay, inflow = blocks.discretise(start)
+            states = blocks.states(entering[index], decay, inflow)
+            grads = blocks.buffers[3][: len(decay)]  # dLoss/dh_t of each step of the block
+            dy_b, dt_b, u_b, C_b = (dy[sl].unsqueeze(-1), blocks.dt[sl], blocks.u[sl], blocks.C[sl].unsqueeze(2))
+            for k in range(len(decay) - 1, -1, -1):
+                torch.addcmul(adjoint, dy_b[k], C_b[k], out=grads[k])
+                adjoint = torch.mul(grads[k], decay[k], out=step_adjoint)
+            # dLoss/d(dt_t A) per state: dLoss/dh_t decay_t h_{t-1}
+            weighted = torch.mul(grads, decay, out=blocks.buffers[4][: len(decay)])
+            weighted[1:] *= states[:-1]
+            weighted[0] *= entering[index]
+            s1 = blocks.contract(grads, blocks.B[sl])  # sum_n dLoss/dh_t B_t: (T B D)
+            dC[sl] = torch.einsum("tbd,tbdn->tbn", dy[sl], states)
+            dB[sl] = torch.einsum("tbdn,tbd->tbn", grads, dt_b * u_b)
+            du[sl] = dt_b * s1
+            ddt[sl] = torch.einsum("tbdn,dn->tbd", weighted, A) + u_b * s1
+            dA += torch.einsum("tbdn,tbd->dn", weighted, dt_b)
+        return du.permute(1, 2, 0), ddt.permute(1, 2, 0), dA, dB.permute(1, 2, 0), dC.permute(1, 2, 0)
 
 
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """Pure-PyTorch selective scan: sequential over chunks of _TORCH_CHUNK steps, parallel inside a chunk.
+    """Pure-PyTorch selective scan: the reference's recurrence, time-major, one in-place multiply-add per step.
 
-    Same arguments and shapes as :func:`selective_scan_ref`. Only one chunk's ``(B D N T)`` tensors exist at a
-    time. Under autograd each segment of _TORCH_CHUNK_SEGMENT steps is checkpointed (recomputed in backward):
-    training keeps O(B D L) plus one state per segment, B D N L / _TORCH_CHUNK_SEGMENT, instead of several copies
-    of the ``(B D N L)`` states, and one segment's intermediates while its backward runs. Exports to ONNX
-    (``torch.onnx.export(..., dynamo=True)``, opset 18) for a fixed length.
+    Same arguments and shapes as :func:`selective_scan_ref`, and the same arithmetic: exact for any time step (no
+    cumulative sums of log-decays, which lose float32 precision, and no clamping), in float32 (float64 inputs stay
+    float64). Steps are discretised _TORCH_BLOCK at a time, so only one block's ``(T B D N)`` tensors exist.
+    Under autograd the backward pass is hand-written (:class:`_TorchScan`): training keeps O(B D L) plus one state
+    per block, instead of autograd's copies of every state.
     """
     dtype_in = u.dtype
     u, delta, A, B, C = _discretisation_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
-    batch, dim, length = u.shape
-    checkpoint = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C)) and not is_tracing()
-    h = u.new_zeros((batch, dim, A.shape[1]))
-    ys = []
-    for start in range(0, length, _TORCH_CHUNK_SEGMENT):
-        sl = slice(start, start + _TORCH_CHUNK_SEGMENT)
-        args = (h, delta[:, :, sl], u[:, :, sl], B[:, :, sl], C[:, :, sl], A)
-        if checkpoint:
-            y_s, h = torch.utils.checkpoint.checkpoint(_torch_scan_segment, *args, use_reentrant=False)
-        else:
-            y_s, h = _torch_scan_segment(*args)
-        ys.append(y_s)
-    y = torch.cat(ys, dim=2) if len(ys) > 1 else ys[0]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C)):
+        y = _TorchScan.apply(u, delta, A, B, C)
+    else:
+        y = _torch_scan_forward(u, delta, A, B, C)[0]
     return _skip_and_gate(y, u, D, z).to(dtype_in)
 
 
@@ -248,11 +303,12 @@ def selective_scan_parallel(
     mid = 0.5 * s[:, :, :, -1:, :]
     inflow = (dt * x).unsqueeze(-1) * b_in
     local = torch.exp(s - mid) * torch.cumsum(torch.exp(mid - s) * inflow, dim=3)  # states from a zero start
-    ends = torch.cumsum(s[:, :, :, -1, :], dim=2).transpose(2, 3)  # (B D N chunks): G_c
-    gaps = ends.unsqueeze(-1) - ends.unsqueeze(-2)  # [c, c'] = G_c - G_c'
+    totals = s[:, :, :, -1, :].transpose(2, 3)  # (B D N chunks): each chunk's log-decay
     index = torch.arange(chunks, device=u.device)
-    causal = index[:, None] >= index[None, :]
-    decay = torch.exp(torch.where(causal, gaps, torch.full_like(gaps, float("-inf"))))
+    # [c, c'] = G_c - G_c' = sum of the totals of chunks c' + 1 .. c, as a cumulative sum of masked copies: each
+    # entry adds only its own terms (the difference of two long cumulative sums loses float32 precision)
+    gaps = torch.cumsum(totals.unsqueeze(-1).expand(*totals.shape, chunks).masked_fill(index[:, None] <= index, 0), -2)
+    decay = torch.exp(gaps.masked_fill(index[:, None] < index, float("-inf")))
     carried = (decay @ local[:, :, :, -1, :].transpose(2, 3).unsqueeze(-1)).squeeze(-1)  # state at chunk ends
     entering = F.pad(carried, (1, 0))[..., :-1].transpose(2, 3)  # (B D chunks N): state entering each chunk
     h = local + torch.exp(s) * entering.unsqueeze(3)
