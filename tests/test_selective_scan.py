@@ -118,7 +118,7 @@ def test_float64_accuracy_at_length_5000(backend):
     assert rel_err(out, expected) <= 1e-5
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def float64_oracle(dt_range, length):
     """Inputs with time steps log-uniform in dt_range (given directly, no softplus), and the float64 reference's
     output and gradients (shared by the backends: autograd through the loop takes ~10 s at L=5000, one channel)."""
