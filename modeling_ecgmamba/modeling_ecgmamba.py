@@ -78,24 +78,30 @@ def check_model_inputs(config, input_values: torch.Tensor, attention_mask: torch
         )
     if is_tracing():  # exporting or compiling: data-dependent checks cannot run
         return
-    valid = input_values if attention_mask is None else input_values.masked_fill(~attention_mask.bool()[..., None], 0)
-    if not torch.isfinite(valid).all():
-        bad = (~torch.isfinite(valid)).flatten(1).any(-1).nonzero().flatten().tolist()
-        raise ValueError(
-            f"input_values contains NaN or inf in batch item(s) {bad}: fill or drop the bad samples "
-            "(e.g. a disconnected lead) before calling the model."
-        )
-    lengths = (
-        torch.full((input_values.shape[0],), input_values.shape[1], device=input_values.device)
-        if attention_mask is None
-        else attention_mask.bool().sum(-1)
-    )
+    # One pass over the samples and one read back to the host per call: the extremes are NaN if any sample is
+    # NaN, +-inf if any is infinite. The per-record details are computed only for an error message.
+    lengths = None if attention_mask is None else attention_mask.bool().sum(-1)
+    if input_values.numel() > 0:
+        valid = input_values if lengths is None else input_values.masked_fill(~attention_mask.bool()[..., None], 0)
+        summary = torch.stack(torch.aminmax(valid)).double()
+        if lengths is not None:
+            summary = torch.cat([summary, lengths.min()[None].to(summary)])
+        lowest, highest, *shortest = summary.tolist()
+        if not (math.isfinite(lowest) and math.isfinite(highest)):
+            bad = (~torch.isfinite(valid)).flatten(1).any(-1).nonzero().flatten().tolist()
+            raise ValueError(
+                f"input_values contains NaN or inf in batch item(s) {bad}: fill or drop the bad samples "
+                "(e.g. a disconnected lead) before calling the model."
+            )
+        shortest = int(shortest[0]) if shortest else input_values.shape[1]
+    else:
+        shortest = 0
     min_samples = config.min_samples
-    if (lengths < min_samples).any():
-        short = (lengths < min_samples).nonzero().flatten().tolist()
+    if input_values.shape[0] > 0 and shortest < min_samples:
+        short = list(range(input_values.shape[0])) if lengths is None else (lengths < min_samples).nonzero()
         raise ValueError(
-            f"Record(s) {short} have {lengths.min().item()} valid samples, fewer than the model's receptive "
-            f"field of {min_samples} samples ({min_samples / config.sampling_rate:.2f} s at "
+            f"Record(s) {torch.as_tensor(short).flatten().tolist()} have {shortest} valid samples, fewer than the "
+            f"model's receptive field of {min_samples} samples ({min_samples / config.sampling_rate:.2f} s at "
             f"{config.sampling_rate} Hz); the model expects {config.window_samples} samples."
         )
 

@@ -843,7 +843,7 @@ def _channel_blocks(batch: int, dim: int) -> int:
     threads = torch.get_num_threads()
     if batch >= 2 * threads:
         return 1
-    return max(1, min(-(-2 * threads // batch), dim // 32))
+    return max(1, min(-(-2 * threads // max(1, batch)), dim // 32))
 
 
 _DUMMY = {rank: np.zeros((1,) * rank, dtype=np.float32) for rank in (1, 2, 3, 5)}
@@ -1082,8 +1082,8 @@ def fused_mixer(xz, mask, conv_weight, conv_bias, x_proj_weight, dt_proj_weight,
     u = _kernel_conv(xz, mask, conv_weight, conv_bias, dim)  # (S B L D)
     proj = torch.bmm(u.view(ndir, batch * length, dim), x_proj_weight.transpose(1, 2))  # (S BL R+2N)
     dt = F.softplus(torch.baddbmm(dt_proj_bias[:, None], proj[..., :rank], dt_proj_weight.transpose(1, 2)))
-    shape = (ndir, batch, length, -1)
-    return _kernel_scan(u, dt.view(shape), proj.view(shape), A, D, xz, rank, dim)
+    shape = (ndir, batch, length)
+    return _kernel_scan(u, dt.view(*shape, dim), proj.view(*shape, proj.shape[-1]), A, D, xz, rank, dim)
 
 
 # --------------------------------------------------------------------------------------------------------------
