@@ -204,6 +204,70 @@ def test_shape_errors():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The fused CPU mixer's kernels
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def kernel_op_inputs(seed=0):
+    """Small inputs of the two custom ops: a bidirectional mixer, batch 2 with one padded record."""
+    gen = torch.Generator().manual_seed(seed)
+    ndir, batch, length, dim, nstate, ksize, rank = 2, 2, 9, 16, 4, 4, 3
+
+    def leaf(*shape, scale=1.0, shift=0.0):
+        return (torch.randn(*shape, generator=gen) * scale + shift).requires_grad_()
+
+    mask = torch.ones(batch, length)
+    mask[1, 6:] = 0
+    conv = (leaf(batch, length, 2 * dim), mask, leaf(ndir, dim, ksize), leaf(ndir, dim), dim)
+    A = (-torch.rand(ndir, dim, nstate, generator=gen) - 0.5).requires_grad_()
+    dt = (torch.rand(ndir, batch, length, dim, generator=gen) * 0.2).requires_grad_()
+    scan = (leaf(ndir, batch, length, dim), dt, leaf(ndir, batch, length, rank + 2 * nstate), A, leaf(ndir, dim))
+    return conv, (*scan, conv[0], rank, dim, True)
+
+
+def test_kernel_custom_ops_pass_opcheck():
+    """Schema, fake (meta) implementations for torch.compile, and the registered autograd of both kernels."""
+    ops = ss._custom_ops()
+    conv_args, scan_args = kernel_op_inputs()
+    for op, args in ((ops.conv, conv_args), (ops.scan, scan_args)):
+        results = torch.library.opcheck(op, args)
+        assert set(results.values()) == {"SUCCESS"}, results
+
+
+def test_kernels_give_the_same_numbers_on_any_thread_count(monkeypatch):
+    """Tasks split over channel blocks and threads: the forward values are identical bit for bit with 1 or 2
+    threads (a channel's arithmetic does not depend on its block), gradients agree to float32 rounding."""
+    conv_args, scan_args = kernel_op_inputs(seed=1)
+    results = []
+    for threads in (1, 2):
+        monkeypatch.setattr(torch, "get_num_threads", lambda threads=threads: threads)
+        u = ss._kernel_conv(*conv_args)
+        out = ss._kernel_scan(u, *scan_args[1:-1])
+        grads = torch.autograd.grad(out.square().sum(), [conv_args[0], conv_args[2], scan_args[2], scan_args[3]])
+        results.append((u, out, grads))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    for one, two in zip(results[0][2], results[1][2]):
+        torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-6)
+
+
+def test_kernels_run_in_a_forked_child(monkeypatch):
+    """The kernel threads do not survive a fork (a DataLoader worker): the child starts its own."""
+    multiprocessing = pytest.importorskip("multiprocessing")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    inputs = make_inputs(2, 64, 4, 20, dtype=torch.float32)
+    expected = selective_scan(**inputs, delta_softplus=True, backend="cpu_kernel")  # the parent's threads exist now
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        got = pool.apply_async(_scan_in_child, (inputs,)).get(timeout=120)
+    assert torch.equal(got, expected)
+
+
+def _scan_in_child(inputs):
+    torch.set_num_threads(2)
+    return selective_scan(**inputs, delta_softplus=True, backend="cpu_kernel")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Dispatch
 # ---------------------------------------------------------------------------------------------------------------
 
