@@ -402,14 +402,17 @@ def _kernel_conv_at(xz, mask, wk, bias, flags, s, b, t, d0, acc):
     has_mask, has_bias = flags
     ksize, w = wk.shape
     length = xz.shape[1]
-    for j in range(w):
-        acc[j] = bias[s, d0 + j] if has_bias else _ZERO
+    if has_bias:
+        acc[:] = bias[s, d0 : d0 + w]
+    else:
+        acc[:] = _ZERO
     for k in range(ksize):
         tk = t - ksize + 1 + k if s == 0 else t + ksize - 1 - k
         if 0 <= tk < length:
             m = mask[b, tk] if has_mask else _ONE
+            x = xz[b, tk, d0 : d0 + w]
             for j in range(w):
-                acc[j] += wk[k, j] * (xz[b, tk, d0 + j] * m)
+                acc[j] += wk[k, j] * (x[j] * m)
 
 
 def _kernel_conv_forward(tasks, xz, mask, weight, bias, flags, blocks, out):
@@ -429,8 +432,9 @@ def _kernel_conv_forward(tasks, xz, mask, weight, bias, flags, blocks, out):
             for t in range(length):
                 _conv_at(xz, mask, wk, bias, flags, s, b, t, d0, acc)
                 mt = mask[b, t] if has_mask else _ONE
+                row = out[s, b, t, d0 : d0 + w]
                 for j in range(w):
-                    out[s, b, t, d0 + j] = _silu(acc[j]) * mt
+                    row[j] = _silu(acc[j]) * mt
 
 
 def _kernel_conv_backward(tasks, xz, mask, weight, bias, flags, blocks, dout, grads):
@@ -447,9 +451,7 @@ def _kernel_conv_backward(tasks, xz, mask, weight, bias, flags, blocks, dout, gr
         acc = np.empty(w, dtype=np.float32)
         dw = np.empty((ksize, w), dtype=np.float64)
         db = np.empty(w, dtype=np.float64)
-        for t in range(length):
-            for j in range(w):
-                dxz[b, t, d0 + j] = _ZERO
+        dxz[b, :, d0 : d0 + w] = _ZERO
         for s in range(ndir):
             _channels_last(weight, s, d0, wk)
             dw[:] = 0.0
@@ -457,38 +459,43 @@ def _kernel_conv_backward(tasks, xz, mask, weight, bias, flags, blocks, dout, gr
             for t in range(length):
                 _conv_at(xz, mask, wk, bias, flags, s, b, t, d0, acc)
                 mt = mask[b, t] if has_mask else _ONE
+                grad = dout[s, b, t, d0 : d0 + w]
                 for j in range(w):  # acc becomes dLoss/d(pre-activation)
                     a = acc[j]
                     sig = _ONE / (_ONE + _expf(-a))
-                    acc[j] = dout[s, b, t, d0 + j] * mt * sig * (_ONE + a * (_ONE - sig))
+                    acc[j] = grad[j] * mt * sig * (_ONE + a * (_ONE - sig))
                     db[j] += acc[j]
                 for k in range(ksize):
                     tk = t - ksize + 1 + k if s == 0 else t + ksize - 1 - k
                     if 0 <= tk < length:
                         m = mask[b, tk] if has_mask else _ONE
+                        x, dx = xz[b, tk, d0 : d0 + w], dxz[b, tk, d0 : d0 + w]
                         for j in range(w):
-                            dw[k, j] += acc[j] * (xz[b, tk, d0 + j] * m)
-                            dxz[b, tk, d0 + j] += acc[j] * wk[k, j] * m
+                            dw[k, j] += acc[j] * (x[j] * m)
+                            dx[j] += acc[j] * wk[k, j] * m
+            dbias[b, s, d0 : d0 + w] = db
             for j in range(w):
-                dbias[b, s, d0 + j] = db[j]
                 for k in range(ksize):
                     dweight[b, s, d0 + j, k] = dw[k, j]
 
 
 def _kernel_step_inputs(u, dt, s, b, t, d0, dtv, dtu):
     """dtv = dt and dtu = dt * u of direction s at time t, channels [d0, d0 + w)."""
-    for j in range(dtv.shape[0]):
-        dtv[j] = dt[s, b, t, d0 + j]
-        dtu[j] = dtv[j] * u[s, b, t, d0 + j]
+    w = dtv.shape[0]
+    dt_row, u_row = dt[s, b, t, d0 : d0 + w], u[s, b, t, d0 : d0 + w]
+    for j in range(w):
+        dtv[j] = dt_row[j]
+        dtu[j] = dtv[j] * u_row[j]
 
 
 def _kernel_channels_last(param, s, d0, out):
     """out[x, j] = param[s, d0 + j, x]: direction s's (D, X) parameter (A, the conv weight) for channels
     [d0, d0 + w), channels last (X, w)."""
     size, w = out.shape
-    for x in range(size):
-        for j in range(w):
-            out[x, j] = param[s, d0 + j, x]
+    for j in range(w):
+        row = param[s, d0 + j]
+        for x in range(size):
+            out[x, j] = row[x]
 
 
 def _kernel_scan_forward(tasks, inputs, offsets, flags, blocks, outputs):
@@ -517,9 +524,7 @@ def _kernel_scan_forward(tasks, inputs, offsets, flags, blocks, outputs):
             for i in range(length):
                 t = i if s == 0 else length - 1 - i
                 if save and i % _KERNEL_CHUNK == 0:
-                    for n in range(nstate):
-                        for j in range(w):
-                            states[s, b, i // _KERNEL_CHUNK, n, d0 + j] = h[n, j]
+                    states[s, b, i // _KERNEL_CHUNK, :, d0 : d0 + w] = h
                 _step_inputs(u, dt, s, b, t, d0, dtv, dtu)
                 for j in range(w):
                     y[j] = _ZERO
@@ -531,22 +536,23 @@ def _kernel_scan_forward(tasks, inputs, offsets, flags, blocks, outputs):
                         h[n, j] = v
                         y[j] += cn * v
                 if has_d:
+                    skip, u_row = Dv[s, d0 : d0 + w], u[s, b, t, d0 : d0 + w]
                     for j in range(w):
-                        y[j] += Dv[s, d0 + j] * u[s, b, t, d0 + j]
+                        y[j] += skip[j] * u_row[j]
+                row = out[b, t, d0 : d0 + w]
                 if s == 0:
                     for j in range(w):
-                        out[b, t, d0 + j] = scale * y[j]
+                        row[j] = scale * y[j]
                 else:
                     for j in range(w):
-                        out[b, t, d0 + j] += scale * y[j]
+                        row[j] += scale * y[j]
         if save:
-            for t in range(length):
-                for j in range(w):
-                    ypre[b, t, d0 + j] = out[b, t, d0 + j]
+            ypre[b, :, d0 : d0 + w] = out[b, :, d0 : d0 + w]
         if has_z:
             for t in range(length):
+                row, z = out[b, t, d0 : d0 + w], gate[b, t, z_off + d0 : z_off + d0 + w]
                 for j in range(w):
-                    out[b, t, d0 + j] *= _silu(gate[b, t, z_off + d0 + j])
+                    row[j] *= _silu(z[j])
 
 
 def _kernel_adjoint_step(gy, h_t, h_prev, e_t, a, row, b_off, dtv, dtu, adj, s1, s2, da, dbc):
@@ -601,14 +607,17 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
         g = task % blocks
         # 1. The gate: dz, and dLoss/dy of each direction's output.
         for t in range(length):
-            for j in range(w):
-                go = dout[b, t, d0 + j]
-                if has_z:
-                    z = gate[b, t, z_off + d0 + j]
-                    sig = _ONE / (_ONE + _expf(-z))
-                    dgate[b, t, z_off + d0 + j] = go * ypre[b, t, d0 + j] * sig * (_ONE + z * (_ONE - sig))
-                    go = go * z * sig
-                gy[b, t, d0 + j] = scale * go
+            grad, gy_row = dout[b, t, d0 : d0 + w], gy[b, t, d0 : d0 + w]
+            if has_z:
+                z, dz = gate[b, t, z_off + d0 : z_off + d0 + w], dgate[b, t, z_off + d0 : z_off + d0 + w]
+                y = ypre[b, t, d0 : d0 + w]
+                for j in range(w):
+                    sig = _ONE / (_ONE + _expf(-z[j]))
+                    dz[j] = grad[j] * y[j] * sig * (_ONE + z[j] * (_ONE - sig))
+                    gy_row[j] = scale * grad[j] * z[j] * sig
+            else:
+                for j in range(w):
+                    gy_row[j] = scale * grad[j]
         a = np.empty((nstate, w), dtype=np.float32)
         hs = np.empty((_KERNEL_CHUNK + 1, nstate, w), dtype=np.float32)
         es = np.empty((_KERNEL_CHUNK, nstate, w), dtype=np.float32)
@@ -628,9 +637,7 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
                 i0 = c * _KERNEL_CHUNK
                 steps = min(length, i0 + _KERNEL_CHUNK) - i0
                 # 2. Recompute the chunk's decays and states.
-                for n in range(nstate):
-                    for j in range(w):
-                        hs[0, n, j] = states[s, b, c, n, d0 + j]
+                hs[0] = states[s, b, c, :, d0 : d0 + w]
                 for k in range(steps):
                     t = i0 + k if s == 0 else length - 1 - i0 - k
                     _step_inputs(u, dt, s, b, t, d0, dtv, dtu)
@@ -661,14 +668,14 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
                         da,
                         dbc[g, s, b, t],
                     )
+                    u_row, skip = u[s, b, t, d0 : d0 + w], Dv[s, d0 : d0 + w]
+                    du_row, ddt_row = du[s, b, t, d0 : d0 + w], ddt[s, b, t, d0 : d0 + w]
                     for j in range(w):
-                        ut = u[s, b, t, d0 + j]
-                        skip = gyt[j] * Dv[s, d0 + j] if has_d else _ZERO
-                        du[s, b, t, d0 + j] = skip + dtv[j] * s1[j]
-                        ddt[s, b, t, d0 + j] = s2[j] + ut * s1[j]
-                        dd[j] += gyt[j] * ut
+                        du_row[j] = (gyt[j] * skip[j] if has_d else _ZERO) + dtv[j] * s1[j]
+                        ddt_row[j] = s2[j] + u_row[j] * s1[j]
+                        dd[j] += gyt[j] * u_row[j]
+            dD[b, s, d0 : d0 + w] = dd
             for j in range(w):
-                dD[b, s, d0 + j] = dd[j]
                 for n in range(nstate):
                     dA[b, s, d0 + j, n] = da[n, j]
 
@@ -687,7 +694,8 @@ def _build_cpu_kernels():
     contract = {"contract"}
 
     def jit(fn, **options):
-        options = {"cache": True, "fastmath": contract, "nogil": True, **options}
+        # error_model "numpy": a float division by zero gives inf rather than a check that keeps loops scalar
+        options = {"cache": True, "fastmath": contract, "nogil": True, "error_model": "numpy", **options}
         try:
             return numba.njit(**options)(fn)
         except Exception:  # no writable cache location for this source file: compile without a disk cache
