@@ -350,9 +350,9 @@ def _warn_once(key: str, message: str, *args) -> None:
 # with their flag False, so that each kernel has one compiled signature. Arithmetic may contract a * b + c into one
 # fused multiply-add ("contract"); only _kernel_adjoint_step may also reassociate its sums over channels, which
 # LLVM needs to vectorise them (never the exponential's range reduction, which reassociation would break).
-_expf = _exp_decay = _silu = _task = _conv_at = _step_inputs = _channels_last = _adjoint_step = _wide_vectors = (
-    _kernel_f32_bits
-) = _kernel_f32_from_bits = None
+_expf = _exp_decay = _silu = _log = _softplus = _task = _conv_at = _time_steps = _step_inputs = _channels_last = (
+    _adjoint_step
+) = _wide_vectors = _kernel_f32_bits = _kernel_f32_from_bits = None
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
 _KERNEL_CHUNK = 32  # steps between the states the forward pass saves for the backward pass's recomputation
@@ -387,6 +387,36 @@ def _kernel_exp_decay(x):
 
 def _kernel_silu(x):
     return x / (_ONE + _expf(-x))
+
+
+def _kernel_log(x):
+    """log(x) in float32 for finite x >= 1 (Cephes' logf, within 2e-7 relative); branch-free, to vectorise."""
+    bits = _kernel_f32_bits(x)
+    e = ((bits >> np.int32(23)) & np.int32(0xFF)) - np.int32(126)
+    m = _kernel_f32_from_bits((bits & np.int32(0x807FFFFF)) | np.int32(0x3F000000))  # x = m 2^e, m in [0.5, 1)
+    small = m < np.float32(0.707106781186547524)
+    f = (m + m if small else m) - _ONE
+    fe = np.float32(e - np.int32(1) if small else e)
+    z = f * f
+    p = np.float32(7.0376836292e-2)
+    p = p * f - np.float32(1.1514610310e-1)
+    p = p * f + np.float32(1.1676998740e-1)
+    p = p * f - np.float32(1.2420140846e-1)
+    p = p * f + np.float32(1.4249322787e-1)
+    p = p * f - np.float32(1.6668057665e-1)
+    p = p * f + np.float32(2.0000714765e-1)
+    p = p * f - np.float32(2.4999993993e-1)
+    p = p * f + np.float32(3.3333331174e-1)
+    y = p * f * z - np.float32(2.12194440e-4) * fe - np.float32(0.5) * z
+    return f + y + np.float32(0.693359375) * fe
+
+
+def _kernel_softplus(x):
+    """softplus(x) = log(1 + exp(x)), x itself above 20 (torch's threshold); log1p by Goldberg's correction."""
+    y = _exp_decay(x if x < np.float32(20.0) else np.float32(20.0))
+    one_plus = _ONE + y
+    log1p = y if one_plus == _ONE else _log(one_plus) * (y / (one_plus - _ONE))
+    return x if x > np.float32(20.0) else log1p
 
 
 def _kernel_task(task, blocks, dim):
@@ -479,6 +509,17 @@ def _kernel_conv_backward(tasks, xz, mask, weight, bias, flags, blocks, dout, gr
                     dweight[b, s, d0 + j, k] = dw[k, j]
 
 
+def _kernel_time_steps(delta, bias, flags, s, b, t, d0, dtv):
+    """dtv = softplus(delta + bias) (each optional per flags) of direction s at time t, channels [d0, d0 + w)."""
+    has_bias, softplus = flags
+    w = dtv.shape[0]
+    row = delta[s, b, t, d0 : d0 + w]
+    shift = bias[s, d0 : d0 + w] if has_bias else row  # read only with has_bias
+    for j in range(w):
+        v = row[j] + shift[j] if has_bias else row[j]
+        dtv[j] = _softplus(v) if softplus else v
+
+
 def _kernel_step_inputs(u, dt, s, b, t, d0, dtv, dtu):
     """dtv = dt and dtu = dt * u of direction s at time t, channels [d0, d0 + w)."""
     w = dtv.shape[0]
@@ -499,14 +540,16 @@ def _kernel_channels_last(param, s, d0, out):
 
 
 def _kernel_scan_forward(tasks, inputs, offsets, flags, blocks, outputs):
-    """Selective scan of every direction, D skip, average of the directions and gate (see the layout above).
+    """Selective scan of every direction, D skip, average of the directions and gate (see the layout above); the
+    time steps are dt = softplus(delta + bias), computed here (delta: S B L D; bias: S D).
 
-    With ``save`` it also writes what the backward pass needs: the average before the gate (ypre, B L D) and every
-    _KERNEL_CHUNK-th state of each direction (states, S B chunks N D: the state entering each chunk)."""
-    u, dt, proj, A, Dv, gate = inputs
+    With ``save`` it also writes what the backward pass needs: dt (S B L D), the average before the gate (ypre,
+    B L D) and every _KERNEL_CHUNK-th state of each direction (states, S B chunks N D: the state entering each
+    chunk)."""
+    u, delta, proj, A, Dv, bias, gate = inputs
     b_off, z_off = offsets
-    has_d, has_z, save = flags
-    out, ypre, states = outputs
+    has_d, has_z, has_bias, softplus, save = flags
+    out, ypre, states, dt = outputs
     ndir, batch, length, dim = u.shape
     nstate = A.shape[2]
     scale = _ONE / np.float32(ndir)  # 1 or 0.5: exact, so 0.5 yf + 0.5 yb equals 0.5 (yf + yb)
@@ -525,8 +568,12 @@ def _kernel_scan_forward(tasks, inputs, offsets, flags, blocks, outputs):
                 t = i if s == 0 else length - 1 - i
                 if save and i % _KERNEL_CHUNK == 0:
                     states[s, b, i // _KERNEL_CHUNK, :, d0 : d0 + w] = h
-                _step_inputs(u, dt, s, b, t, d0, dtv, dtu)
+                _time_steps(delta, bias, (has_bias, softplus), s, b, t, d0, dtv)
+                if save:
+                    dt[s, b, t, d0 : d0 + w] = dtv
+                u_row = u[s, b, t, d0 : d0 + w]
                 for j in range(w):
+                    dtu[j] = dtv[j] * u_row[j]
                     y[j] = _ZERO
                 for n in range(nstate):
                     bn = proj[s, b, t, b_off + n]
@@ -536,7 +583,7 @@ def _kernel_scan_forward(tasks, inputs, offsets, flags, blocks, outputs):
                         h[n, j] = v
                         y[j] += cn * v
                 if has_d:
-                    skip, u_row = Dv[s, d0 : d0 + w], u[s, b, t, d0 : d0 + w]
+                    skip = Dv[s, d0 : d0 + w]
                     for j in range(w):
                         y[j] += skip[j] * u_row[j]
                 row = out[b, t, d0 : d0 + w]
@@ -589,14 +636,14 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
     """Gradients of _kernel_scan_forward. Per direction, chunks of _KERNEL_CHUNK steps from the last: recompute
     the chunk's states from the saved one, then run the adjoint recurrence back through it.
 
-    grads: du, ddt (S B L D); dbc (blocks S B L 2N): dB and dC per channel block; dA (B S D N), dD (B S D) per
-    batch element; dgate (B L G), whose columns [z_off, z_off + D) get dz; gy (B L D) scratch. The caller sums
-    the partial gradients."""
-    u, dt, proj, A, Dv, gate = inputs
+    grads: du, ddelta (S B L D); dbc (blocks S B L 2N): dB and dC per channel block; dA (B S D N), dD and dbias
+    (B S D) per batch element; dgate (B L G), whose columns [z_off, z_off + D) get dz; gy (B L D) scratch. The
+    caller sums the partial gradients."""
+    u, delta, proj, A, Dv, bias, gate = inputs
     b_off, z_off = offsets
-    has_d, has_z, save = flags
-    ypre, states = saved
-    du, ddt, dbc, dA, dD, dgate, gy = grads
+    has_d, has_z, has_bias, softplus, save = flags
+    ypre, states, dt = saved
+    du, ddelta, dbc, dA, dD, dbias, dgate, gy = grads
     ndir, batch, length, dim = u.shape
     nstate = A.shape[2]
     scale = _ONE / np.float32(ndir)
@@ -624,6 +671,8 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
         adj = np.empty((nstate, w), dtype=np.float32)
         da = np.empty((nstate, w), dtype=np.float64)
         dd = np.empty(w, dtype=np.float64)
+        db = np.empty(w, dtype=np.float64)
+        pre = np.empty(w, dtype=np.float32)
         s1 = np.empty(w, dtype=np.float32)
         s2 = np.empty(w, dtype=np.float32)
         dtv = np.empty(w, dtype=np.float32)
@@ -633,6 +682,7 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
             adj[:] = _ZERO
             da[:] = 0.0
             dd[:] = 0.0
+            db[:] = 0.0
             for c in range(chunks - 1, -1, -1):
                 i0 = c * _KERNEL_CHUNK
                 steps = min(length, i0 + _KERNEL_CHUNK) - i0
@@ -668,13 +718,19 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
                         da,
                         dbc[g, s, b, t],
                     )
+                    _time_steps(delta, bias, (has_bias, False), s, b, t, d0, pre)  # softplus' argument
                     u_row, skip = u[s, b, t, d0 : d0 + w], Dv[s, d0 : d0 + w]
-                    du_row, ddt_row = du[s, b, t, d0 : d0 + w], ddt[s, b, t, d0 : d0 + w]
+                    du_row, ddelta_row = du[s, b, t, d0 : d0 + w], ddelta[s, b, t, d0 : d0 + w]
                     for j in range(w):
                         du_row[j] = (gyt[j] * skip[j] if has_d else _ZERO) + dtv[j] * s1[j]
-                        ddt_row[j] = s2[j] + u_row[j] * s1[j]
+                        gdt = s2[j] + u_row[j] * s1[j]  # dLoss/ddt; softplus' derivative is the sigmoid
+                        x = pre[j]
+                        gdelta = gdt / (_ONE + _expf(-x)) if softplus and x <= np.float32(20.0) else gdt
+                        ddelta_row[j] = gdelta
                         dd[j] += gyt[j] * u_row[j]
+                        db[j] += gdelta
             dD[b, s, d0 : d0 + w] = dd
+            dbias[b, s, d0 : d0 + w] = db
             for j in range(w):
                 for n in range(nstate):
                     dA[b, s, d0 + j, n] = da[n, j]
@@ -740,6 +796,9 @@ def _build_cpu_kernels():
     g["_task"] = jit(_kernel_task, inline="always")
     g["_conv_at"] = jit(_kernel_conv_at, inline="always")
     g["_step_inputs"] = jit(_kernel_step_inputs, inline="always")
+    g["_time_steps"] = jit(_kernel_time_steps, inline="always")
+    g["_log"] = jit(_kernel_log, inline="always")
+    g["_softplus"] = jit(_kernel_softplus, inline="always")
     g["_channels_last"] = jit(_kernel_channels_last, inline="always")
     g["_adjoint_step"] = jit(_kernel_adjoint_step, fastmath={"contract", "reassoc"})
     return {
@@ -854,7 +913,8 @@ def _channel_blocks(batch: int, dim: int) -> int:
     return max(1, min(-(-2 * threads // max(1, batch)), dim // 32))
 
 
-_DUMMY = {rank: np.zeros((1,) * rank, dtype=np.float32) for rank in (1, 2, 3, 5)}
+_DUMMY = {rank: np.zeros((1,) * rank, dtype=np.float32) for rank in (1, 2, 3, 4, 5)}
+_DUMMY_SAVED = (_DUMMY[3], _DUMMY[5], _DUMMY[4])  # the scan's ypre, states and dt when nothing is saved
 
 
 def _np(t: torch.Tensor | None, rank: int = 1) -> np.ndarray:
@@ -889,37 +949,39 @@ def _conv_backward(grad, xz, mask, weight, bias):
     return dxz, dweight.sum(0), dbias.sum(0)
 
 
-def _scan_forward(u, dt, proj, A, D, gate, b_off, z_off, save):
+def _scan_forward(u, delta, proj, A, D, delta_bias, gate, b_off, z_off, softplus, save):
     ndir, batch, length, dim = u.shape
     out = torch.empty(batch, length, dim)
     ypre = torch.empty(batch, length, dim) if save else torch.empty(0)
     states = torch.empty(ndir, batch, -(-length // _KERNEL_CHUNK), A.shape[2], dim) if save else torch.empty(0)
-    inputs = (_np(u), _np(dt), _np(proj), _np(A), _np(D, 2), _np(gate, 3))
-    outputs = (out.numpy(), ypre.numpy() if save else _DUMMY[3], states.numpy() if save else _DUMMY[5])
-    flags = (D is not None, gate is not None, save)
+    dt = torch.empty(ndir, batch, length, dim) if save else torch.empty(0)
+    inputs = (_np(u), _np(delta), _np(proj), _np(A), _np(D, 2), _np(delta_bias, 2), _np(gate, 3))
+    outputs = (out.numpy(), ypre.numpy(), states.numpy(), dt.numpy()) if save else (out.numpy(), *_DUMMY_SAVED)
+    flags = (D is not None, gate is not None, delta_bias is not None, softplus, save)
     blocks = _channel_blocks(batch, dim)
     _run_tasks("scan_forward", batch * blocks, inputs, (b_off, z_off), flags, blocks, outputs)
-    return out, ypre, states
+    return out, ypre, states, dt
 
 
-def _scan_backward(grad, u, dt, proj, A, D, gate, ypre, states, b_off, z_off):
+def _scan_backward(grad, u, delta, proj, A, D, delta_bias, gate, ypre, states, dt, b_off, z_off, softplus):
     ndir, batch, length, dim = u.shape
     nstate = A.shape[2]
     blocks = _channel_blocks(batch, dim)
-    du, ddt = torch.empty(ndir, batch, length, dim), torch.empty(ndir, batch, length, dim)
+    du, ddelta = torch.empty(ndir, batch, length, dim), torch.empty(ndir, batch, length, dim)
     dbc = torch.empty(blocks, ndir, batch, length, 2 * nstate)
-    dA, dD = torch.empty(batch, ndir, dim, nstate), torch.empty(batch, ndir, dim)
+    dA, dD, dbias = torch.empty(batch, ndir, dim, nstate), torch.empty(batch, ndir, dim), torch.empty(batch, ndir, dim)
     dgate = torch.zeros(gate.shape) if gate is not None else torch.empty(0)
     scratch = torch.empty(batch, length, dim)
-    inputs = (_np(u), _np(dt), _np(proj), _np(A), _np(D, 2), _np(gate, 3))
+    inputs = (_np(u), _np(delta), _np(proj), _np(A), _np(D, 2), _np(delta_bias, 2), _np(gate, 3))
     dgate_np = dgate.numpy() if gate is not None else _DUMMY[3]
-    grads = (du.numpy(), ddt.numpy(), dbc.numpy(), dA.numpy(), dD.numpy(), dgate_np, scratch.numpy())
-    flags = (D is not None, gate is not None, True)
-    saved = (_np(ypre, 3), _np(states, 5))
+    grads = (du, ddelta, dbc, dA, dD, dbias)
+    grads = (*(g.numpy() for g in grads), dgate_np, scratch.numpy())
+    flags = (D is not None, gate is not None, delta_bias is not None, softplus, True)
+    saved = (_np(ypre), _np(states), _np(dt))
     _run_tasks("scan_backward", batch * blocks, inputs, (b_off, z_off), flags, blocks, saved, _np(grad), grads)
     dproj = torch.zeros(proj.shape)
     dproj[..., b_off : b_off + 2 * nstate] = dbc.sum(0) if blocks > 1 else dbc[0]
-    return du, ddt, dproj, dA.sum(0), dD.sum(0), dgate
+    return du, ddelta, dproj, dA.sum(0), dD.sum(0), dbias.sum(0), dgate
 
 
 # The kernels as torch.library custom ops: opaque to torch.compile, which traces the rest of the model around them
@@ -957,19 +1019,19 @@ def _register_custom_ops():
         mutates_args=(),
         schema="(Tensor grad, Tensor xz, Tensor? mask, Tensor weight, Tensor? bias) -> (Tensor, Tensor, Tensor)",
     )
+    scan_inputs = "Tensor u, Tensor delta, Tensor proj, Tensor A, Tensor? D, Tensor? delta_bias, Tensor? gate"
     scan = define(
         f"{lib}::scan",
         _scan_forward,
         mutates_args=(),
-        schema="(Tensor u, Tensor dt, Tensor proj, Tensor A, Tensor? D, Tensor? gate, int b_off, int z_off, "
-        "bool save) -> (Tensor, Tensor, Tensor)",
+        schema=f"({scan_inputs}, int b_off, int z_off, bool softplus, bool save) -> (Tensor, Tensor, Tensor, Tensor)",
     )
     scan_backward = define(
         f"{lib}::scan_backward",
         _scan_backward,
         mutates_args=(),
-        schema="(Tensor grad, Tensor u, Tensor dt, Tensor proj, Tensor A, Tensor? D, Tensor? gate, Tensor ypre, "
-        "Tensor states, int b_off, int z_off) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+        schema=f"(Tensor grad, {scan_inputs}, Tensor ypre, Tensor states, Tensor dt, int b_off, int z_off, "
+        "bool softplus) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
     )
 
     @conv.register_fake
@@ -981,19 +1043,20 @@ def _register_custom_ops():
         return xz.new_empty(xz.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[:2])
 
     @scan.register_fake
-    def _(u, dt, proj, A, D, gate, b_off, z_off, save):
+    def _(u, delta, proj, A, D, delta_bias, gate, b_off, z_off, softplus, save):
         ndir, batch, length, dim = u.shape
         if not save:
-            return u.new_empty(batch, length, dim), u.new_empty(0), u.new_empty(0)
+            return u.new_empty(batch, length, dim), u.new_empty(0), u.new_empty(0), u.new_empty(0)
         chunks = (length + _KERNEL_CHUNK - 1) // _KERNEL_CHUNK
         states = u.new_empty(ndir, batch, chunks, A.shape[2], dim)
-        return u.new_empty(batch, length, dim), u.new_empty(batch, length, dim), states
+        return u.new_empty(batch, length, dim), u.new_empty(batch, length, dim), states, u.new_empty(u.shape)
 
     @scan_backward.register_fake
-    def _(grad, u, dt, proj, A, D, gate, ypre, states, b_off, z_off):
-        dD = u.new_empty(u.shape[0], u.shape[3])
+    def _(grad, u, delta, proj, A, D, delta_bias, gate, ypre, states, dt, b_off, z_off, softplus):
+        dD, dbias = u.new_empty(u.shape[0], u.shape[3]), u.new_empty(u.shape[0], u.shape[3])
         dgate = u.new_empty(gate.shape) if gate is not None else u.new_empty(0)
-        return u.new_empty(u.shape), u.new_empty(u.shape), proj.new_empty(proj.shape), A.new_empty(A.shape), dD, dgate
+        dproj, dA = proj.new_empty(proj.shape), A.new_empty(A.shape)
+        return u.new_empty(u.shape), u.new_empty(u.shape), dproj, dA, dD, dbias, dgate
 
     def conv_setup(ctx, inputs, output):
         xz, mask, weight, bias, _ = inputs
@@ -1006,20 +1069,19 @@ def _register_custom_ops():
         return dxz, None, dweight, dbias if ctx.has_bias else None, None
 
     def scan_setup(ctx, inputs, output):
-        u, dt, proj, A, D, gate, b_off, z_off, save = inputs
+        u, delta, proj, A, D, delta_bias, gate, b_off, z_off, softplus, save = inputs
         if not save:
             raise RuntimeError("the CPU scan kernel was called without save=True under autograd")
-        ctx.offsets = (b_off, z_off)
-        ctx.optional = (D is not None, gate is not None)
-        ctx.save_for_backward(u, dt, proj, A, D, gate, output[1], output[2])
+        ctx.options = (b_off, z_off, softplus)
+        ctx.optional = (D is not None, delta_bias is not None, gate is not None)
+        ctx.save_for_backward(u, delta, proj, A, D, delta_bias, gate, *output[1:])
 
     def scan_grad(ctx, grad, *unused):
-        u, dt, proj, A, D, gate, ypre, states = ctx.saved_tensors
-        du, ddt, dproj, dA, dD, dgate = scan_backward(
-            grad.contiguous(), u, dt, proj, A, D, gate, ypre, states, *ctx.offsets
-        )
-        has_d, has_z = ctx.optional
-        return du, ddt, dproj, dA, dD if has_d else None, dgate if has_z else None, None, None, None
+        saved = ctx.saved_tensors
+        du, ddelta, dproj, dA, dD, dbias, dgate = scan_backward(grad.contiguous(), *saved, *ctx.options)
+        has_d, has_bias, has_z = ctx.optional
+        optional = (dD if has_d else None, dbias if has_bias else None, dgate if has_z else None)
+        return du, ddelta, dproj, dA, *optional, None, None, None, None
 
     conv.register_autograd(conv_grad, setup_context=conv_setup)
     scan.register_autograd(scan_grad, setup_context=scan_setup)
@@ -1039,11 +1101,11 @@ def _kernel_conv(xz, mask, weight, bias, dim):
     return _conv_forward(xz, mask, weight, bias, dim)  # inference: skip the dispatcher's overhead
 
 
-def _kernel_scan(u, dt, proj, A, D, gate, b_off, z_off):
-    if _needs_graph(u, dt, proj, A, D, gate):
-        save = torch.is_grad_enabled()
-        return _custom_ops().scan(u, dt, proj, A, D, gate, b_off, z_off, save)[0]
-    return _scan_forward(u, dt, proj, A, D, gate, b_off, z_off, False)[0]
+def _kernel_scan(u, delta, proj, A, D, delta_bias, gate, b_off, z_off, softplus):
+    args = (u, delta, proj, A, D, delta_bias, gate, b_off, z_off, softplus)
+    if _needs_graph(u, delta, proj, A, D, delta_bias, gate):
+        return _custom_ops().scan(*args, torch.is_grad_enabled())[0]
+    return _scan_forward(*args, False)[0]  # inference: skip the dispatcher's overhead
 
 
 def selective_scan_cpu_kernel(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
@@ -1052,25 +1114,22 @@ def selective_scan_cpu_kernel(u, delta, A, B, C, D=None, z=None, delta_bias=None
     The kernel's layout is time-major (see the layout notes above): the (B D L) inputs are transposed into it."""
     _kernels()
     dtype_in = u.dtype
-    dt = delta.float()
-    if delta_bias is not None:
-        dt = dt + delta_bias.float()[:, None]
-    if delta_softplus:
-        dt = F.softplus(dt)
-    proj = torch.cat([B, C], dim=1).float().transpose(1, 2)[None]  # (1 B L 2N): B_t then C_t
-    gate = None if z is None else z.float().transpose(1, 2)
-    skip = None if D is None else D.float()[None]
-    out = _kernel_scan(
-        u.float().transpose(1, 2)[None], dt.transpose(1, 2)[None], proj, A.float()[None], skip, gate, 0, 0
-    )
+
+    def time_major(x):  # (B X L) -> (1 B L X), float32
+        return x.float().transpose(1, 2)[None]
+
+    proj = time_major(torch.cat([B, C], dim=1))  # B_t then C_t
+    gate = None if z is None else time_major(z)[0]
+    skip, bias = (None if x is None else x.float()[None] for x in (D, delta_bias))
+    out = _kernel_scan(time_major(u), time_major(delta), proj, A.float()[None], skip, bias, gate, 0, 0, delta_softplus)
     return out.transpose(1, 2).to(dtype_in)
 
 
 def fused_mixer(xz, mask, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A, D):
     """The (bi)directional mixer between ``in_proj`` and ``out_proj``, fused for CPUs: for each direction the
-    depthwise convolution + SiLU + mask (one kernel for all directions), ``x_proj`` and ``dt_proj`` (matrix
-    products, batched over the directions), softplus, then one kernel for the scans, the D skip, the average of the
-    directions and the gate. Direction 1, when given, is the backward scan: it walks time backwards (its
+    depthwise convolution + SiLU + mask (one kernel for all directions), ``x_proj`` and ``dt_proj`` without its
+    bias (matrix products, batched over the directions), then one kernel for dt = softplus(. + bias), the scans, the
+    D skip, the average of the directions and the gate. Direction 1, when given, is the backward scan: it walks time backwards (its
     convolution is anti-causal) instead of running on flipped copies. Same numbers as the unfused modules.
 
     Shapes (S directions, B batch, L tokens, D channels, K conv kernel, R time-step rank, N state size)::
@@ -1089,9 +1148,10 @@ def fused_mixer(xz, mask, conv_weight, conv_bias, x_proj_weight, dt_proj_weight,
     rank = dt_proj_weight.shape[2]
     u = _kernel_conv(xz, mask, conv_weight, conv_bias, dim)  # (S B L D)
     proj = torch.bmm(u.view(ndir, batch * length, dim), x_proj_weight.transpose(1, 2))  # (S BL R+2N)
-    dt = F.softplus(torch.baddbmm(dt_proj_bias[:, None], proj[..., :rank], dt_proj_weight.transpose(1, 2)))
+    delta = torch.bmm(proj[..., :rank], dt_proj_weight.transpose(1, 2))  # dt before its bias and softplus
     shape = (ndir, batch, length)
-    return _kernel_scan(u, dt.view(*shape, dim), proj.view(*shape, proj.shape[-1]), A, D, xz, rank, dim)
+    proj, delta = proj.view(*shape, proj.shape[-1]), delta.view(*shape, dim)
+    return _kernel_scan(u, delta, proj, A, D, dt_proj_bias, xz, rank, dim, True)
 
 
 # --------------------------------------------------------------------------------------------------------------

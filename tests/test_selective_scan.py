@@ -220,9 +220,9 @@ def kernel_op_inputs(seed=0):
     mask[1, 6:] = 0
     conv = (leaf(batch, length, 2 * dim), mask, leaf(ndir, dim, ksize), leaf(ndir, dim), dim)
     A = (-torch.rand(ndir, dim, nstate, generator=gen) - 0.5).requires_grad_()
-    dt = (torch.rand(ndir, batch, length, dim, generator=gen) * 0.2).requires_grad_()
-    scan = (leaf(ndir, batch, length, dim), dt, leaf(ndir, batch, length, rank + 2 * nstate), A, leaf(ndir, dim))
-    return conv, (*scan, conv[0], rank, dim, True)
+    delta, bias = leaf(ndir, batch, length, dim, shift=-3.0), leaf(ndir, dim, scale=0.5)  # dt = softplus(delta + bias)
+    scan = (leaf(ndir, batch, length, dim), delta, leaf(ndir, batch, length, rank + 2 * nstate), A, leaf(ndir, dim))
+    return conv, (*scan, bias, conv[0], rank, dim, True, True)
 
 
 def test_kernel_custom_ops_pass_opcheck():
@@ -243,7 +243,8 @@ def test_kernels_give_the_same_numbers_on_any_thread_count(monkeypatch):
         monkeypatch.setattr(torch, "get_num_threads", lambda threads=threads: threads)
         u = ss._kernel_conv(*conv_args)
         out = ss._kernel_scan(u, *scan_args[1:-1])
-        grads = torch.autograd.grad(out.square().sum(), [conv_args[0], conv_args[2], scan_args[2], scan_args[3]])
+        leaves = [conv_args[0], conv_args[2], scan_args[1], scan_args[2], scan_args[3], scan_args[5]]
+        grads = torch.autograd.grad(out.square().sum(), leaves)
         results.append((u, out, grads))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
     for one, two in zip(results[0][2], results[1][2]):
