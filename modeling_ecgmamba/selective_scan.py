@@ -468,8 +468,9 @@ def _kernel_conv_forward(tasks, xz, mask, weight, bias, flags, blocks, out):
 
 
 def _kernel_conv_backward(tasks, xz, mask, weight, bias, flags, blocks, dout, grads):
-    """Gradients of _kernel_conv_forward: dx into columns [0, D) of dxz (B L G), and per batch element the
-    weight (B S D K) and bias (B S D) gradients, which the caller sums. Recomputes the pre-activations."""
+    """Gradients of _kernel_conv_forward: dx added into columns [0, D) of dxz (B L G, zero-filled by the caller),
+    and per batch element the weight (B S D K) and bias (B S D) gradients, which the caller sums. Recomputes the
+    pre-activations."""
     has_mask, has_bias = flags
     dxz, dweight, dbias = grads
     ndir, batch, length, dim = dout.shape
@@ -481,7 +482,6 @@ def _kernel_conv_backward(tasks, xz, mask, weight, bias, flags, blocks, dout, gr
         acc = np.empty(w, dtype=np.float32)
         dw = np.empty((ksize, w), dtype=np.float64)
         db = np.empty(w, dtype=np.float64)
-        dxz[b, :, d0 : d0 + w] = _ZERO
         for s in range(ndir):
             _channels_last(weight, s, d0, wk)
             dw[:] = 0.0
@@ -1060,10 +1060,13 @@ def _register_custom_ops():
 
     def conv_setup(ctx, inputs, output):
         xz, mask, weight, bias, _ = inputs
+        ctx.set_materialize_grads(False)
         ctx.has_bias = bias is not None
         ctx.save_for_backward(xz, mask, weight, bias)
 
     def conv_grad(ctx, grad):
+        if grad is None:
+            return None, None, None, None, None
         xz, mask, weight, bias = ctx.saved_tensors
         dxz, dweight, dbias = conv_backward(grad.contiguous(), xz, mask, weight, bias)
         return dxz, None, dweight, dbias if ctx.has_bias else None, None
@@ -1072,11 +1075,14 @@ def _register_custom_ops():
         u, delta, proj, A, D, delta_bias, gate, b_off, z_off, softplus, save = inputs
         if not save:
             raise RuntimeError("the CPU scan kernel was called without save=True under autograd")
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for the outputs saved for backward
         ctx.options = (b_off, z_off, softplus)
         ctx.optional = (D is not None, delta_bias is not None, gate is not None)
         ctx.save_for_backward(u, delta, proj, A, D, delta_bias, gate, *output[1:])
 
     def scan_grad(ctx, grad, *unused):
+        if grad is None:
+            return (None,) * 11
         saved = ctx.saved_tensors
         du, ddelta, dproj, dA, dD, dbias, dgate = scan_backward(grad.contiguous(), *saved, *ctx.options)
         has_d, has_bias, has_z = ctx.optional
