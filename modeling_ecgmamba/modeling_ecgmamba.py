@@ -294,22 +294,16 @@ class ECGMambaBiMixer(nn.Module):
         return resolve_backend(projected, backend) == "cpu_kernel"
 
     def _direction_parameters(self) -> tuple:
-        """Each direction's parameters stacked on a leading direction axis, as `fused_mixer` takes them."""
+        """Each direction's parameters, one list per kind, as `fused_mixer` takes them (no stacked copies)."""
         mixers = [self.forward_mixer] if self.backward_mixer is None else [self.forward_mixer, self.backward_mixer]
-
-        def stacked(get):
-            values = [get(mixer) for mixer in mixers]
-            return torch.stack(values) if len(values) > 1 else values[0][None]
-
-        conv_bias = stacked(lambda m: m.conv1d.bias) if self.config.use_conv_bias else None
         return (
-            stacked(lambda m: m.conv1d.weight[:, 0]),  # (directions, intermediate, kernel)
-            conv_bias,
-            stacked(lambda m: m.x_proj.weight),
-            stacked(lambda m: m.dt_proj.weight),
-            stacked(lambda m: m.dt_proj.bias),
-            -torch.exp(stacked(lambda m: m.A_log)),
-            stacked(lambda m: m.D),
+            [m.conv1d.weight[:, 0] for m in mixers],  # (intermediate, kernel)
+            [m.conv1d.bias for m in mixers] if self.config.use_conv_bias else [],
+            [m.x_proj.weight for m in mixers],
+            [m.dt_proj.weight for m in mixers],
+            [m.dt_proj.bias for m in mixers],
+            [m.A_log for m in mixers],
+            [m.D for m in mixers],
         )
 
     def _forward_modules(self, projected: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:

@@ -342,17 +342,19 @@ def _warn_once(key: str, message: str, *args) -> None:
 # for the BiSSM, whose direction 1 walks time backwards (no flipped copies). B batch, L time, D channels, N state:
 #   xz, gate: (B L G)    the mixer's input x is columns [0, D) of in_proj's output, its gate z columns [z_off, z_off + D)
 #   u, dt:    (S B L D)  scan input (after the convolution and SiLU) and time step (after bias and softplus)
-#   proj:     (S B L P)  x_proj's output: B_t in columns [b_off, b_off + N), C_t in [b_off + N, b_off + 2N)
-#   A:        (S D N)    conv weight: (S D K); Dv, biases: (S D); mask: (B L) of 0/1
-#   out:      (B L D)    the average of the directions, times silu(z)
+#   out:      (B L D)    the average of the directions, times silu(z); mask: (B L) of 0/1
+# and, one array per direction in a tuple (the modules' own parameters, no stacked copies):
+#   delta:    (B L D)    dt before its bias and softplus;  proj: (B L P) x_proj's output, B_t in its columns
+#                        [b_off, b_off + N), C_t in [b_off + N, b_off + 2N)
+#   A:        (D N)      A, or A_log with A = -exp(A_log);  conv weight: (D K);  Dv and the biases: (D)
 # A task is one batch element and one block of channels (several blocks when the batch is smaller than the thread
 # count); parameters are copied into channel-last scratch per task. Absent optional inputs come as small dummy arrays
 # with their flag False, so that each kernel has one compiled signature. Arithmetic may contract a * b + c into one
 # fused multiply-add ("contract"); only _kernel_adjoint_step may also reassociate its sums over channels, which
 # LLVM needs to vectorise them (never the exponential's range reduction, which reassociation would break).
 _expf = _exp_decay = _silu = _log = _softplus = _task = _conv_at = _time_steps = _step_inputs = _channels_last = (
-    _adjoint_step
-) = _wide_vectors = _kernel_f32_bits = _kernel_f32_from_bits = None
+    _decays
+) = _adjoint_step = _wide_vectors = _kernel_f32_bits = _kernel_f32_from_bits = None
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
 _KERNEL_CHUNK = 32  # steps between the states the forward pass saves for the backward pass's recomputation
@@ -433,7 +435,7 @@ def _kernel_conv_at(xz, mask, wk, bias, flags, s, b, t, d0, acc):
     ksize, w = wk.shape
     length = xz.shape[1]
     if has_bias:
-        acc[:] = bias[s, d0 : d0 + w]
+        acc[:] = bias[s][d0 : d0 + w]
     else:
         acc[:] = _ZERO
     for k in range(ksize):
@@ -447,18 +449,18 @@ def _kernel_conv_at(xz, mask, wk, bias, flags, s, b, t, d0, acc):
 
 def _kernel_conv_forward(tasks, xz, mask, weight, bias, flags, blocks, out):
     """Causal depthwise convolution of each direction, SiLU and mask: out[s, b, t] = silu(bias[s] + sum_k
-    weight[s, :, k] * x[b, t_k]) * m[b, t] with x = xz[:, :, :D] * m. Direction 0 is causal (t_k = t - K + 1 + k),
+    weight[s][:, k] * x[b, t_k]) * m[b, t] with x = xz[:, :, :D] * m. Direction 0 is causal (t_k = t - K + 1 + k),
     direction 1 anti-causal (t_k = t + K - 1 - k: the causal convolution of the reversed sequence, reversed back)."""
     has_mask, has_bias = flags
     ndir, batch, length, dim = out.shape
-    ksize = weight.shape[2]
+    ksize = weight[0].shape[1]
     for task in range(tasks[0], tasks[1]):
         _wide_vectors()
         b, d0, w = _task(task, blocks, dim)
         wk = np.empty((ksize, w), dtype=np.float32)
         acc = np.empty(w, dtype=np.float32)
         for s in range(ndir):
-            _channels_last(weight, s, d0, wk)
+            _channels_last(weight[s], d0, wk)
             for t in range(length):
                 _conv_at(xz, mask, wk, bias, flags, s, b, t, d0, acc)
                 mt = mask[b, t] if has_mask else _ONE
@@ -474,7 +476,7 @@ def _kernel_conv_backward(tasks, xz, mask, weight, bias, flags, blocks, dout, gr
     has_mask, has_bias = flags
     dxz, dweight, dbias = grads
     ndir, batch, length, dim = dout.shape
-    ksize = weight.shape[2]
+    ksize = weight[0].shape[1]
     for task in range(tasks[0], tasks[1]):
         _wide_vectors()
         b, d0, w = _task(task, blocks, dim)
@@ -483,7 +485,7 @@ def _kernel_conv_backward(tasks, xz, mask, weight, bias, flags, blocks, dout, gr
         dw = np.empty((ksize, w), dtype=np.float64)
         db = np.empty(w, dtype=np.float64)
         for s in range(ndir):
-            _channels_last(weight, s, d0, wk)
+            _channels_last(weight[s], d0, wk)
             dw[:] = 0.0
             db[:] = 0.0
             for t in range(length):
@@ -509,12 +511,12 @@ def _kernel_conv_backward(tasks, xz, mask, weight, bias, flags, blocks, dout, gr
                     dweight[b, s, d0 + j, k] = dw[k, j]
 
 
-def _kernel_time_steps(delta, bias, flags, s, b, t, d0, dtv):
-    """dtv = softplus(delta + bias) (each optional per flags) of direction s at time t, channels [d0, d0 + w)."""
+def _kernel_time_steps(delta, bias, flags, b, t, d0, dtv):
+    """dtv = softplus(delta + bias) (each optional per flags) of one direction at time t, channels [d0, d0 + w)."""
     has_bias, softplus = flags
     w = dtv.shape[0]
-    row = delta[s, b, t, d0 : d0 + w]
-    shift = bias[s, d0 : d0 + w] if has_bias else row  # read only with has_bias
+    row = delta[b, t, d0 : d0 + w]
+    shift = bias[d0 : d0 + w] if has_bias else row  # read only with has_bias
     for j in range(w):
         v = row[j] + shift[j] if has_bias else row[j]
         dtv[j] = _softplus(v) if softplus else v
@@ -529,29 +531,38 @@ def _kernel_step_inputs(u, dt, s, b, t, d0, dtv, dtu):
         dtu[j] = dtv[j] * u_row[j]
 
 
-def _kernel_channels_last(param, s, d0, out):
-    """out[x, j] = param[s, d0 + j, x]: direction s's (D, X) parameter (A, the conv weight) for channels
-    [d0, d0 + w), channels last (X, w)."""
+def _kernel_channels_last(param, d0, out):
+    """out[x, j] = param[d0 + j, x]: a (D, X) parameter (A, the conv weight) for channels [d0, d0 + w), channels
+    last (X, w)."""
     size, w = out.shape
     for j in range(w):
-        row = param[s, d0 + j]
+        row = param[d0 + j]
         for x in range(size):
             out[x, j] = row[x]
 
 
+def _kernel_decays(A, log_a, d0, a):
+    """a = A for channels [d0, d0 + w), channels last (N, w); A = -exp(A_log) when given A_log (log_a)."""
+    _channels_last(A, d0, a)
+    if log_a:
+        for n in range(a.shape[0]):
+            for j in range(a.shape[1]):
+                a[n, j] = -_expf(a[n, j])
+
+
 def _kernel_scan_forward(tasks, inputs, offsets, flags, blocks, outputs):
     """Selective scan of every direction, D skip, average of the directions and gate (see the layout above); the
-    time steps are dt = softplus(delta + bias), computed here (delta: S B L D; bias: S D).
+    time steps are dt = softplus(delta + bias), computed here.
 
     With ``save`` it also writes what the backward pass needs: dt (S B L D), the average before the gate (ypre,
     B L D) and every _KERNEL_CHUNK-th state of each direction (states, S B chunks N D: the state entering each
     chunk)."""
     u, delta, proj, A, Dv, bias, gate = inputs
     b_off, z_off = offsets
-    has_d, has_z, has_bias, softplus, save = flags
+    has_d, has_z, has_bias, log_a, softplus, save = flags
     out, ypre, states, dt = outputs
     ndir, batch, length, dim = u.shape
-    nstate = A.shape[2]
+    nstate = A[0].shape[1]
     scale = _ONE / np.float32(ndir)  # 1 or 0.5: exact, so 0.5 yf + 0.5 yb equals 0.5 (yf + yb)
     for task in range(tasks[0], tasks[1]):
         _wide_vectors()
@@ -562,13 +573,14 @@ def _kernel_scan_forward(tasks, inputs, offsets, flags, blocks, outputs):
         dtv = np.empty(w, dtype=np.float32)
         dtu = np.empty(w, dtype=np.float32)
         for s in range(ndir):
-            _channels_last(A, s, d0, a)
+            _decays(A[s], log_a, d0, a)
+            proj_s = proj[s]
             h[:] = _ZERO
             for i in range(length):
                 t = i if s == 0 else length - 1 - i
                 if save and i % _KERNEL_CHUNK == 0:
                     states[s, b, i // _KERNEL_CHUNK, :, d0 : d0 + w] = h
-                _time_steps(delta, bias, (has_bias, softplus), s, b, t, d0, dtv)
+                _time_steps(delta[s], bias[s], (has_bias, softplus), b, t, d0, dtv)
                 if save:
                     dt[s, b, t, d0 : d0 + w] = dtv
                 u_row = u[s, b, t, d0 : d0 + w]
@@ -576,14 +588,14 @@ def _kernel_scan_forward(tasks, inputs, offsets, flags, blocks, outputs):
                     dtu[j] = dtv[j] * u_row[j]
                     y[j] = _ZERO
                 for n in range(nstate):
-                    bn = proj[s, b, t, b_off + n]
-                    cn = proj[s, b, t, b_off + nstate + n]
+                    bn = proj_s[b, t, b_off + n]
+                    cn = proj_s[b, t, b_off + nstate + n]
                     for j in range(w):
                         v = _exp_decay(dtv[j] * a[n, j]) * h[n, j] + dtu[j] * bn
                         h[n, j] = v
                         y[j] += cn * v
                 if has_d:
-                    skip = Dv[s, d0 : d0 + w]
+                    skip = Dv[s][d0 : d0 + w]
                     for j in range(w):
                         y[j] += skip[j] * u_row[j]
                 row = out[b, t, d0 : d0 + w]
@@ -641,11 +653,11 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
     caller sums the partial gradients."""
     u, delta, proj, A, Dv, bias, gate = inputs
     b_off, z_off = offsets
-    has_d, has_z, has_bias, softplus, save = flags
+    has_d, has_z, has_bias, log_a, softplus, save = flags
     ypre, states, dt = saved
     du, ddelta, dbc, dA, dD, dbias, dgate, gy = grads
     ndir, batch, length, dim = u.shape
-    nstate = A.shape[2]
+    nstate = A[0].shape[1]
     scale = _ONE / np.float32(ndir)
     chunks = (length + _KERNEL_CHUNK - 1) // _KERNEL_CHUNK
     for task in range(tasks[0], tasks[1]):
@@ -678,7 +690,8 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
         dtv = np.empty(w, dtype=np.float32)
         dtu = np.empty(w, dtype=np.float32)
         for s in range(ndir):
-            _channels_last(A, s, d0, a)
+            _decays(A[s], log_a, d0, a)
+            proj_s = proj[s]
             adj[:] = _ZERO
             da[:] = 0.0
             dd[:] = 0.0
@@ -692,7 +705,7 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
                     t = i0 + k if s == 0 else length - 1 - i0 - k
                     _step_inputs(u, dt, s, b, t, d0, dtv, dtu)
                     for n in range(nstate):
-                        bn = proj[s, b, t, b_off + n]
+                        bn = proj_s[b, t, b_off + n]
                         for j in range(w):
                             e = _exp_decay(dtv[j] * a[n, j])
                             es[k, n, j] = e
@@ -708,7 +721,7 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
                         hs[k],
                         es[k],
                         a,
-                        proj[s, b, t],
+                        proj_s[b, t],
                         b_off,
                         dtv,
                         dtu,
@@ -718,8 +731,8 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
                         da,
                         dbc[g, s, b, t],
                     )
-                    _time_steps(delta, bias, (has_bias, False), s, b, t, d0, pre)  # softplus' argument
-                    u_row, skip = u[s, b, t, d0 : d0 + w], Dv[s, d0 : d0 + w]
+                    _time_steps(delta[s], bias[s], (has_bias, False), b, t, d0, pre)  # softplus' argument
+                    u_row, skip = u[s, b, t, d0 : d0 + w], Dv[s][d0 : d0 + w]
                     du_row, ddelta_row = du[s, b, t, d0 : d0 + w], ddelta[s, b, t, d0 : d0 + w]
                     for j in range(w):
                         du_row[j] = (gyt[j] * skip[j] if has_d else _ZERO) + dtv[j] * s1[j]
@@ -731,9 +744,9 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
                         db[j] += gdelta
             dD[b, s, d0 : d0 + w] = dd
             dbias[b, s, d0 : d0 + w] = db
-            for j in range(w):
+            for j in range(w):  # dA_log = dA * A when A = -exp(A_log)
                 for n in range(nstate):
-                    dA[b, s, d0 + j, n] = da[n, j]
+                    dA[b, s, d0 + j, n] = da[n, j] * a[n, j] if log_a else da[n, j]
 
 
 def _build_cpu_kernels():
@@ -800,6 +813,7 @@ def _build_cpu_kernels():
     g["_log"] = jit(_kernel_log, inline="always")
     g["_softplus"] = jit(_kernel_softplus, inline="always")
     g["_channels_last"] = jit(_kernel_channels_last, inline="always")
+    g["_decays"] = jit(_kernel_decays, inline="always")
     g["_adjoint_step"] = jit(_kernel_adjoint_step, fastmath={"contract", "reassoc"})
     return {
         "numba": numba,
@@ -921,72 +935,90 @@ def _np(t: torch.Tensor | None, rank: int = 1) -> np.ndarray:
     """A float32 C-contiguous NumPy view (or copy) of t; a dummy array of the given rank for None."""
     if t is None:
         return _DUMMY[rank]
-    return t.detach().to(torch.float32).contiguous().numpy()
+    if t.dtype != torch.float32 or not t.is_contiguous():
+        t = t.to(torch.float32).contiguous()
+    return t.detach().numpy()
+
+
+def _nps(tensors: list, ndir: int, rank: int = 1) -> tuple:
+    """One array per direction (dummies for an absent optional parameter: an empty list)."""
+    return tuple(_np(t) for t in tensors) if tensors else (_DUMMY[rank],) * ndir
 
 
 def _conv_forward(xz, mask, weight, bias, dim):
-    ndir, batch, length = weight.shape[0], xz.shape[0], xz.shape[1]
+    ndir, batch, length = len(weight), xz.shape[0], xz.shape[1]
     out = torch.empty(ndir, batch, length, dim)
-    flags = (mask is not None, bias is not None)
+    flags = (mask is not None, bool(bias))
     blocks = _channel_blocks(batch, dim)
-    _run_tasks(
-        "conv_forward", batch * blocks, _np(xz), _np(mask, 2), _np(weight), _np(bias, 2), flags, blocks, out.numpy()
-    )
+    args = (_np(xz), _np(mask, 2), _nps(weight, ndir, 2), _nps(bias, ndir), flags, blocks, out.numpy())
+    _run_tasks("conv_forward", batch * blocks, *args)
     return out
 
 
 def _conv_backward(grad, xz, mask, weight, bias):
-    ndir, dim, ksize = weight.shape
-    batch = xz.shape[0]
+    ndir, (dim, ksize), batch = len(weight), weight[0].shape, xz.shape[0]
     dxz = torch.zeros(xz.shape)
     dweight = torch.empty(batch, ndir, dim, ksize)
     dbias = torch.empty(batch, ndir, dim)
-    flags = (mask is not None, bias is not None)
+    flags = (mask is not None, bool(bias))
     blocks = _channel_blocks(batch, dim)
     grads = (dxz.numpy(), dweight.numpy(), dbias.numpy())
-    args = (_np(xz), _np(mask, 2), _np(weight), _np(bias, 2), flags, blocks, _np(grad), grads)
+    args = (_np(xz), _np(mask, 2), _nps(weight, ndir, 2), _nps(bias, ndir), flags, blocks, _np(grad), grads)
     _run_tasks("conv_backward", batch * blocks, *args)
     return dxz, dweight.sum(0), dbias.sum(0)
 
 
-def _scan_forward(u, delta, proj, A, D, delta_bias, gate, b_off, z_off, softplus, save):
+def _scan_inputs(u, delta, proj, A, D, delta_bias, gate):
+    ndir = u.shape[0]
+    return (
+        _np(u),
+        _nps(delta, ndir),
+        _nps(proj, ndir),
+        _nps(A, ndir, 2),
+        _nps(D, ndir),
+        _nps(delta_bias, ndir),
+        _np(gate, 3),
+    )
+
+
+def _scan_forward(u, delta, proj, A, D, delta_bias, gate, b_off, z_off, log_a, softplus, save):
     ndir, batch, length, dim = u.shape
     out = torch.empty(batch, length, dim)
     ypre = torch.empty(batch, length, dim) if save else torch.empty(0)
-    states = torch.empty(ndir, batch, -(-length // _KERNEL_CHUNK), A.shape[2], dim) if save else torch.empty(0)
+    states = torch.empty(ndir, batch, -(-length // _KERNEL_CHUNK), A[0].shape[1], dim) if save else torch.empty(0)
     dt = torch.empty(ndir, batch, length, dim) if save else torch.empty(0)
-    inputs = (_np(u), _np(delta), _np(proj), _np(A), _np(D, 2), _np(delta_bias, 2), _np(gate, 3))
     outputs = (out.numpy(), ypre.numpy(), states.numpy(), dt.numpy()) if save else (out.numpy(), *_DUMMY_SAVED)
-    flags = (D is not None, gate is not None, delta_bias is not None, softplus, save)
+    flags = (bool(D), gate is not None, bool(delta_bias), log_a, softplus, save)
     blocks = _channel_blocks(batch, dim)
+    inputs = _scan_inputs(u, delta, proj, A, D, delta_bias, gate)
     _run_tasks("scan_forward", batch * blocks, inputs, (b_off, z_off), flags, blocks, outputs)
     return out, ypre, states, dt
 
 
-def _scan_backward(grad, u, delta, proj, A, D, delta_bias, gate, ypre, states, dt, b_off, z_off, softplus):
+def _scan_backward(grad, u, delta, proj, A, D, delta_bias, gate, ypre, states, dt, b_off, z_off, log_a, softplus):
     ndir, batch, length, dim = u.shape
-    nstate = A.shape[2]
+    nstate = A[0].shape[1]
     blocks = _channel_blocks(batch, dim)
     du, ddelta = torch.empty(ndir, batch, length, dim), torch.empty(ndir, batch, length, dim)
     dbc = torch.empty(blocks, ndir, batch, length, 2 * nstate)
     dA, dD, dbias = torch.empty(batch, ndir, dim, nstate), torch.empty(batch, ndir, dim), torch.empty(batch, ndir, dim)
     dgate = torch.zeros(gate.shape) if gate is not None else torch.empty(0)
     scratch = torch.empty(batch, length, dim)
-    inputs = (_np(u), _np(delta), _np(proj), _np(A), _np(D, 2), _np(delta_bias, 2), _np(gate, 3))
     dgate_np = dgate.numpy() if gate is not None else _DUMMY[3]
-    grads = (du, ddelta, dbc, dA, dD, dbias)
-    grads = (*(g.numpy() for g in grads), dgate_np, scratch.numpy())
-    flags = (D is not None, gate is not None, delta_bias is not None, softplus, True)
+    grads = (*(g.numpy() for g in (du, ddelta, dbc, dA, dD, dbias)), dgate_np, scratch.numpy())
+    flags = (bool(D), gate is not None, bool(delta_bias), log_a, softplus, True)
     saved = (_np(ypre), _np(states), _np(dt))
+    inputs = _scan_inputs(u, delta, proj, A, D, delta_bias, gate)
     _run_tasks("scan_backward", batch * blocks, inputs, (b_off, z_off), flags, blocks, saved, _np(grad), grads)
-    dproj = torch.zeros(proj.shape)
+    dproj = torch.zeros(ndir, *proj[0].shape)
     dproj[..., b_off : b_off + 2 * nstate] = dbc.sum(0) if blocks > 1 else dbc[0]
     return du, ddelta, dproj, dA.sum(0), dD.sum(0), dbias.sum(0), dgate
 
 
 # The kernels as torch.library custom ops: opaque to torch.compile, which traces the rest of the model around them
 # through their fake (shape-only) implementations, and differentiable through the hand-written backward kernels.
-# Registered on first use under a namespace named after this module: a checkpoint's remote code is a second copy.
+# Per-direction parameters are lists (empty for an absent optional one). Registered on first use under a namespace
+# named after this module: a checkpoint's remote code is a second copy.
 _OPS_NAMESPACE = "ecgmamba_" + "".join(c if c.isalnum() else "_" for c in __name__)
 _ops = None
 
@@ -1011,83 +1043,102 @@ def _register_custom_ops():
         f"{lib}::conv",
         _conv_forward,
         mutates_args=(),
-        schema="(Tensor xz, Tensor? mask, Tensor weight, Tensor? bias, int dim) -> Tensor",
+        schema="(Tensor xz, Tensor? mask, Tensor[] weight, Tensor[] bias, int dim) -> Tensor",
     )
     conv_backward = define(
         f"{lib}::conv_backward",
         _conv_backward,
         mutates_args=(),
-        schema="(Tensor grad, Tensor xz, Tensor? mask, Tensor weight, Tensor? bias) -> (Tensor, Tensor, Tensor)",
+        schema="(Tensor grad, Tensor xz, Tensor? mask, Tensor[] weight, Tensor[] bias) -> (Tensor, Tensor, Tensor)",
     )
-    scan_inputs = "Tensor u, Tensor delta, Tensor proj, Tensor A, Tensor? D, Tensor? delta_bias, Tensor? gate"
+    scan_inputs = "Tensor u, Tensor[] delta, Tensor[] proj, Tensor[] A, Tensor[] D, Tensor[] delta_bias, Tensor? gate"
+    options = "int b_off, int z_off, bool log_a, bool softplus"
     scan = define(
         f"{lib}::scan",
         _scan_forward,
         mutates_args=(),
-        schema=f"({scan_inputs}, int b_off, int z_off, bool softplus, bool save) -> (Tensor, Tensor, Tensor, Tensor)",
+        schema=f"({scan_inputs}, {options}, bool save) -> (Tensor, Tensor, Tensor, Tensor)",
     )
     scan_backward = define(
         f"{lib}::scan_backward",
         _scan_backward,
         mutates_args=(),
-        schema=f"(Tensor grad, {scan_inputs}, Tensor ypre, Tensor states, Tensor dt, int b_off, int z_off, "
-        "bool softplus) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+        schema=f"(Tensor grad, {scan_inputs}, Tensor ypre, Tensor states, Tensor dt, {options}) -> "
+        "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
     )
 
     @conv.register_fake
     def _(xz, mask, weight, bias, dim):
-        return xz.new_empty(weight.shape[0], xz.shape[0], xz.shape[1], dim)
+        return xz.new_empty(len(weight), xz.shape[0], xz.shape[1], dim)
 
     @conv_backward.register_fake
     def _(grad, xz, mask, weight, bias):
-        return xz.new_empty(xz.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[:2])
+        ndir, (dim, ksize) = len(weight), weight[0].shape
+        return xz.new_empty(xz.shape), xz.new_empty(ndir, dim, ksize), xz.new_empty(ndir, dim)
 
     @scan.register_fake
-    def _(u, delta, proj, A, D, delta_bias, gate, b_off, z_off, softplus, save):
+    def _(u, delta, proj, A, D, delta_bias, gate, b_off, z_off, log_a, softplus, save):
         ndir, batch, length, dim = u.shape
         if not save:
             return u.new_empty(batch, length, dim), u.new_empty(0), u.new_empty(0), u.new_empty(0)
         chunks = (length + _KERNEL_CHUNK - 1) // _KERNEL_CHUNK
-        states = u.new_empty(ndir, batch, chunks, A.shape[2], dim)
+        states = u.new_empty(ndir, batch, chunks, A[0].shape[1], dim)
         return u.new_empty(batch, length, dim), u.new_empty(batch, length, dim), states, u.new_empty(u.shape)
 
     @scan_backward.register_fake
-    def _(grad, u, delta, proj, A, D, delta_bias, gate, ypre, states, dt, b_off, z_off, softplus):
-        dD, dbias = u.new_empty(u.shape[0], u.shape[3]), u.new_empty(u.shape[0], u.shape[3])
+    def _(grad, u, delta, proj, A, D, delta_bias, gate, ypre, states, dt, b_off, z_off, log_a, softplus):
+        ndir, dim = u.shape[0], u.shape[3]
         dgate = u.new_empty(gate.shape) if gate is not None else u.new_empty(0)
-        dproj, dA = proj.new_empty(proj.shape), A.new_empty(A.shape)
-        return u.new_empty(u.shape), u.new_empty(u.shape), dproj, dA, dD, dbias, dgate
+        dproj, dA = u.new_empty(ndir, *proj[0].shape), u.new_empty(ndir, *A[0].shape)
+        return (
+            u.new_empty(u.shape),
+            u.new_empty(u.shape),
+            dproj,
+            dA,
+            u.new_empty(ndir, dim),
+            u.new_empty(ndir, dim),
+            dgate,
+        )
 
     def conv_setup(ctx, inputs, output):
         xz, mask, weight, bias, _ = inputs
         ctx.set_materialize_grads(False)
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(xz, mask, weight, bias)
+        ctx.save_for_backward(xz, mask, *weight, *bias)
+        ctx.ndir = len(weight)
 
     def conv_grad(ctx, grad):
         if grad is None:
             return None, None, None, None, None
-        xz, mask, weight, bias = ctx.saved_tensors
-        dxz, dweight, dbias = conv_backward(grad.contiguous(), xz, mask, weight, bias)
-        return dxz, None, dweight, dbias if ctx.has_bias else None, None
+        xz, mask, *params = ctx.saved_tensors
+        weight, bias = params[: ctx.ndir], params[ctx.ndir :]
+        dxz, dweight, dbias = conv_backward(grad.contiguous(), xz, mask, list(weight), list(bias))
+        return dxz, None, list(dweight.unbind(0)), list(dbias.unbind(0)) if bias else [], None
 
     def scan_setup(ctx, inputs, output):
-        u, delta, proj, A, D, delta_bias, gate, b_off, z_off, softplus, save = inputs
+        u, delta, proj, A, D, delta_bias, gate, b_off, z_off, log_a, softplus, save = inputs
         if not save:
             raise RuntimeError("the CPU scan kernel was called without save=True under autograd")
-        ctx.set_materialize_grads(False)  # no zero-filled gradients for the outputs saved for backward
-        ctx.options = (b_off, z_off, softplus)
-        ctx.optional = (D is not None, delta_bias is not None, gate is not None)
-        ctx.save_for_backward(u, delta, proj, A, D, delta_bias, gate, *output[1:])
+        ctx.set_materialize_grads(False)
+        ctx.options = (b_off, z_off, log_a, softplus)
+        ctx.sizes = [len(group) for group in (delta, proj, A, D, delta_bias)]
+        ctx.has_gate = gate is not None
+        ctx.save_for_backward(u, *delta, *proj, *A, *D, *delta_bias, gate, *output[1:])
 
     def scan_grad(ctx, grad, *unused):
         if grad is None:
-            return (None,) * 11
-        saved = ctx.saved_tensors
-        du, ddelta, dproj, dA, dD, dbias, dgate = scan_backward(grad.contiguous(), *saved, *ctx.options)
-        has_d, has_bias, has_z = ctx.optional
-        optional = (dD if has_d else None, dbias if has_bias else None, dgate if has_z else None)
-        return du, ddelta, dproj, dA, *optional, None, None, None, None
+            return (None,) * 12
+        u, *rest = ctx.saved_tensors
+        groups = []
+        for size in ctx.sizes:
+            groups.append(rest[:size])
+            rest = rest[size:]
+        gate, ypre, states, dt = rest
+        grads = scan_backward(grad.contiguous(), u, *map(list, groups), gate, ypre, states, dt, *ctx.options)
+        du, ddelta, dproj, dA, dD, dbias, dgate = grads
+        per_direction = [
+            list(g.unbind(0)) if size else [] for g, size in zip((ddelta, dproj, dA, dD, dbias), ctx.sizes)
+        ]
+        return du, *per_direction, dgate if ctx.has_gate else None, None, None, None, None, None
 
     conv.register_autograd(conv_grad, setup_context=conv_setup)
     scan.register_autograd(scan_grad, setup_context=scan_setup)
@@ -1102,14 +1153,14 @@ def _needs_graph(*tensors) -> bool:
 
 
 def _kernel_conv(xz, mask, weight, bias, dim):
-    if _needs_graph(xz, weight, bias):
+    if _needs_graph(xz, *weight, *bias):
         return _custom_ops().conv(xz, mask, weight, bias, dim)
     return _conv_forward(xz, mask, weight, bias, dim)  # inference: skip the dispatcher's overhead
 
 
-def _kernel_scan(u, delta, proj, A, D, delta_bias, gate, b_off, z_off, softplus):
-    args = (u, delta, proj, A, D, delta_bias, gate, b_off, z_off, softplus)
-    if _needs_graph(u, delta, proj, A, D, delta_bias, gate):
+def _kernel_scan(u, delta, proj, A, D, delta_bias, gate, b_off, z_off, log_a, softplus):
+    args = (u, delta, proj, A, D, delta_bias, gate, b_off, z_off, log_a, softplus)
+    if _needs_graph(u, *delta, *proj, *A, *D, *delta_bias, gate):
         return _custom_ops().scan(*args, torch.is_grad_enabled())[0]
     return _scan_forward(*args, False)[0]  # inference: skip the dispatcher's overhead
 
@@ -1121,43 +1172,44 @@ def selective_scan_cpu_kernel(u, delta, A, B, C, D=None, z=None, delta_bias=None
     _kernels()
     dtype_in = u.dtype
 
-    def time_major(x):  # (B X L) -> (1 B L X), float32
-        return x.float().transpose(1, 2)[None]
+    def time_major(x):  # (B X L) -> (B L X), float32
+        return x.float().transpose(1, 2)
 
     proj = time_major(torch.cat([B, C], dim=1))  # B_t then C_t
-    gate = None if z is None else time_major(z)[0]
-    skip, bias = (None if x is None else x.float()[None] for x in (D, delta_bias))
-    out = _kernel_scan(time_major(u), time_major(delta), proj, A.float()[None], skip, bias, gate, 0, 0, delta_softplus)
+    gate = None if z is None else time_major(z)
+    skip, bias = ([] if x is None else [x.float()] for x in (D, delta_bias))
+    scan_input = time_major(u)[None]
+    out = _kernel_scan(
+        scan_input, [time_major(delta)], [proj], [A.float()], skip, bias, gate, 0, 0, False, delta_softplus
+    )
     return out.transpose(1, 2).to(dtype_in)
 
 
-def fused_mixer(xz, mask, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A, D):
+def fused_mixer(xz, mask, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D):
     """The (bi)directional mixer between ``in_proj`` and ``out_proj``, fused for CPUs: for each direction the
     depthwise convolution + SiLU + mask (one kernel for all directions), ``x_proj`` and ``dt_proj`` without its
-    bias (matrix products, batched over the directions), then one kernel for dt = softplus(. + bias), the scans, the
-    D skip, the average of the directions and the gate. Direction 1, when given, is the backward scan: it walks time backwards (its
-    convolution is anti-causal) instead of running on flipped copies. Same numbers as the unfused modules.
+    bias (matrix products), then one kernel for dt = softplus(. + bias), A = -exp(A_log), the scans, the D skip, the
+    average of the directions and the gate. Direction 1, when given, is the backward scan: it walks time backwards
+    (its convolution is anti-causal) instead of running on flipped copies. Same numbers as the unfused modules.
 
-    Shapes (S directions, B batch, L tokens, D channels, K conv kernel, R time-step rank, N state size)::
+    Every parameter argument is a list with one tensor per direction (S of them: the modules' own parameters, no
+    stacked copies); shapes (B batch, L tokens, D channels, K conv kernel, R time-step rank, N state size)::
 
         xz:             (B L 2D)    in_proj's output: x, then the gate z
         mask:           (B L)       1.0 for real tokens, 0.0 for padding; or None
-        conv_weight:    (S D K)     conv_bias: (S D) or None
-        x_proj_weight:  (S R+2N D)  dt_proj_weight: (S D R), dt_proj_bias: (S D)
-        A:              (S D N)     negative reals;  D: (S D)
+        conv_weight:    (D K)       conv_bias: (D), or an empty list
+        x_proj_weight:  (R+2N D)    dt_proj_weight: (D R), dt_proj_bias: (D)
+        A_log:          (D N)       D: (D)
         returns:        (B L D)
 
     float32 CPU tensors; differentiable (hand-written backward kernels) and traceable by torch.compile.
     """
-    ndir, dim = conv_weight.shape[:2]
-    batch, length = xz.shape[:2]
-    rank = dt_proj_weight.shape[2]
+    dim = conv_weight[0].shape[0]
+    rank = dt_proj_weight[0].shape[1]
     u = _kernel_conv(xz, mask, conv_weight, conv_bias, dim)  # (S B L D)
-    proj = torch.bmm(u.view(ndir, batch * length, dim), x_proj_weight.transpose(1, 2))  # (S BL R+2N)
-    delta = torch.bmm(proj[..., :rank], dt_proj_weight.transpose(1, 2))  # dt before its bias and softplus
-    shape = (ndir, batch, length)
-    proj, delta = proj.view(*shape, proj.shape[-1]), delta.view(*shape, dim)
-    return _kernel_scan(u, delta, proj, A, D, dt_proj_bias, xz, rank, dim, True)
+    proj = [F.linear(u[s], weight) for s, weight in enumerate(x_proj_weight)]  # (B L R+2N) each
+    delta = [F.linear(p[..., :rank], weight) for p, weight in zip(proj, dt_proj_weight)]  # dt before bias, softplus
+    return _kernel_scan(u, delta, proj, A_log, D, dt_proj_bias, xz, rank, dim, True, True)
 
 
 # --------------------------------------------------------------------------------------------------------------

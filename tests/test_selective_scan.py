@@ -209,20 +209,22 @@ def test_shape_errors():
 
 
 def kernel_op_inputs(seed=0):
-    """Small inputs of the two custom ops: a bidirectional mixer, batch 2 with one padded record."""
+    """Small inputs of the two custom ops: a bidirectional mixer (parameters one per direction, A as A_log), batch 2
+    with one padded record."""
     gen = torch.Generator().manual_seed(seed)
     ndir, batch, length, dim, nstate, ksize, rank = 2, 2, 9, 16, 4, 4, 3
 
-    def leaf(*shape, scale=1.0, shift=0.0):
-        return (torch.randn(*shape, generator=gen) * scale + shift).requires_grad_()
+    def leaves(*shape, scale=1.0, shift=0.0):
+        return [(torch.randn(*shape, generator=gen) * scale + shift).requires_grad_() for _ in range(ndir)]
 
     mask = torch.ones(batch, length)
     mask[1, 6:] = 0
-    conv = (leaf(batch, length, 2 * dim), mask, leaf(ndir, dim, ksize), leaf(ndir, dim), dim)
-    A = (-torch.rand(ndir, dim, nstate, generator=gen) - 0.5).requires_grad_()
-    delta, bias = leaf(ndir, batch, length, dim, shift=-3.0), leaf(ndir, dim, scale=0.5)  # dt = softplus(delta + bias)
-    scan = (leaf(ndir, batch, length, dim), delta, leaf(ndir, batch, length, rank + 2 * nstate), A, leaf(ndir, dim))
-    return conv, (*scan, bias, conv[0], rank, dim, True, True)
+    xz = leaves(batch, length, 2 * dim)[0]
+    conv = (xz, mask, leaves(dim, ksize), leaves(dim), dim)
+    u = torch.randn(ndir, batch, length, dim, generator=gen).requires_grad_()
+    delta, bias = leaves(batch, length, dim, shift=-3.0), leaves(dim, scale=0.5)  # dt = softplus(delta + bias)
+    proj, A_log = leaves(batch, length, rank + 2 * nstate), leaves(dim, nstate, scale=0.3)
+    return conv, (u, delta, proj, A_log, leaves(dim), bias, xz, rank, dim, True, True, True)
 
 
 def test_kernel_custom_ops_pass_opcheck():
@@ -243,7 +245,7 @@ def test_kernels_give_the_same_numbers_on_any_thread_count(monkeypatch):
         monkeypatch.setattr(torch, "get_num_threads", lambda threads=threads: threads)
         u = ss._kernel_conv(*conv_args)
         out = ss._kernel_scan(u, *scan_args[1:-1])
-        leaves = [conv_args[0], conv_args[2], scan_args[1], scan_args[2], scan_args[3], scan_args[5]]
+        leaves = [conv_args[0], *conv_args[2], *scan_args[1], *scan_args[2], *scan_args[3], *scan_args[5]]
         grads = torch.autograd.grad(out.square().sum(), leaves)
         results.append((u, out, grads))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
