@@ -262,12 +262,12 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 def test_scan_backends_give_the_same_logits():
     inputs = ecg_batch(batch=2, length=300)
     logits = {}
-    for backend in ("reference", "torch", "cpu_kernel"):
+    for backend in ("reference", "torch", "cpu_kernel", "parallel"):
         model = make_model(scan_backend=backend)
         with torch.no_grad():
             logits[backend] = model(inputs).logits
-    torch.testing.assert_close(logits["torch"], logits["reference"], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(logits["cpu_kernel"], logits["reference"], atol=1e-5, rtol=1e-5)
+    for backend in ("torch", "cpu_kernel", "parallel"):
+        torch.testing.assert_close(logits[backend], logits["reference"], atol=1e-5, rtol=1e-5, msg=backend)
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
@@ -299,6 +299,30 @@ def test_fused_mixer_matches_the_modules(bidirectional, padded):
     names = ["input", *(name for name, _ in mixer.named_parameters())]
     for name, grad, expected_grad in zip(names, grads, expected_grads):
         assert (grad - expected_grad).abs().max() <= 1e-5 * expected_grad.abs().max(), name
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_fused_path_reaches_back_only_when_bidirectional(bidirectional):
+    """The fused kernels in float32: changing the last token changes the mixer's output at the first 30 tokens
+    through the backward scan only (the unidirectional mixer's stay exactly equal). Slow decays (A = -0.1, dt 0.05)
+    carry the change across 20 tokens well above float32 rounding."""
+    mixer = make_model(ECGMambaModel, bidirectional=bidirectional).layers[0].mixer
+    hidden = torch.randn(1, 50, 32, generator=torch.Generator().manual_seed(0))
+    assert mixer._runs_fused(mixer.in_proj(hidden))
+    with torch.no_grad():
+        for module in mixer.modules():
+            if isinstance(module, ECGMambaMixer):
+                module.dt_proj.bias.fill_(math.log(math.expm1(0.05)))
+                module.A_log.fill_(math.log(0.1))
+        changed = hidden.clone()
+        changed[:, -1] += 1.0
+        before = mixer(hidden)
+        difference = (mixer(changed) - before).abs().amax(-1)[0]
+    assert difference[-1] > 1e-2 * before.abs().max()
+    if bidirectional:
+        assert difference[:30].min() > 1e-6 * before.abs().max()  # float32 rounds at 6e-8 of it
+    else:
+        assert difference[:30].max() == 0.0
 
 
 def test_the_fused_mixer_is_the_cpu_default(monkeypatch):
