@@ -15,8 +15,10 @@ input-dependent ``B`` and ``C``). Per batch element ``b``, channel ``d`` and sta
 Backends (``selective_scan(..., backend=...)``; ``None``/``"auto"`` chooses, see :func:`resolve_backend`):
 
 - ``"reference"``: plain loop over time (:func:`selective_scan_ref`), the test oracle; slow.
-- ``"cpu_kernel"``: numba-compiled forward and hand-written backward; the default on CPU.
-- ``"torch"``: chunked pure-PyTorch scan (:func:`selective_scan_torch`); the fallback.
+- ``"cpu_kernel"``: numba-compiled forward and hand-written backward; the default on CPU. The model's mixer calls
+  the same kernels through :func:`fused_mixer` (both directions, convolution, softplus, skip, average and gate fused).
+- ``"torch"``: pure-PyTorch scan (:func:`selective_scan_torch`), the reference's recurrence with a hand-written
+  backward; the fallback.
 - ``"parallel"``: the same recurrence with no Python loop over time (:func:`selective_scan_parallel`), so that a
   traced graph does not depend on the length; what ``torch.export``/ONNX export trace, chosen automatically there.
 - ``"cuda"``: ``mamba_ssm``'s fused CUDA kernel, for CUDA tensors when ``mamba_ssm`` imports.
