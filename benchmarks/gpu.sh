@@ -5,16 +5,16 @@
 #   STEP_TIMEOUT=300 bash benchmarks/gpu.sh
 #
 # Runs benchmarks/speed.py --device cuda several times, each into its own JSON (and .log):
-#   fp32_torchscan    ECGMamba with the pure-PyTorch chunked scan (scan_backend=torch), fp32, all models
+#   fp32_torchscan    ECGMamba with the pure-PyTorch scan (scan_backend=torch), fp32, all models
 #   bf16_torchscan    the same under bf16 autocast
 #   fp32_mambassm     mamba-ssm's fused CUDA scan (scan_backend=cuda): only where `import mamba_ssm` works
 #   bf16_mambassm     the same under bf16 autocast
-#   compile_fp32      torch.compile of every model, 10 s only (compiling per shape takes long), with a
-#                     parity check of compiled against eager logits (compile_parity_max_abs in the JSON)
+#   compile_fp32      every model eager and under torch.compile (a column each), 10 s only (compiling per shape
+#                     takes long), compiled logits checked against eager ones (logits_max_abs_diff in the JSON)
 #   compile_bf16      the same under bf16 autocast
 #   candidates        the candidate ECGMamba defaults (FLOPs, params, batch-32 throughput at 10 s), bf16
 # Each JSON's models.ecgmamba.scan_backend records the scan path selective_scan.resolve_backend chose (under
-# torch.compile the scan always traces the pure-PyTorch path). Every step has a time limit and a failing step
+# torch.compile on CUDA the scan traces the pure-PyTorch path). Every step has a time limit and a failing step
 # does not stop the others. Untested so far: written on a machine without a GPU.
 set -uo pipefail
 

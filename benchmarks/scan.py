@@ -1,13 +1,13 @@
-"""Benchmark the selective-scan backends side by side: reference loop, pure-PyTorch chunked scan, numba kernel.
+"""Benchmark the selective-scan backends side by side: reference loop, pure-PyTorch scan, numba kernel.
 
     python -m benchmarks.scan             # full grid: batch 1 and 32, L = 250, 1000, 5000 (dim 256, N 16)
     python -m benchmarks.scan --quick     # small sizes, < 60 s: a smoke test
     python -m benchmarks.scan --json out.json
 
 Method (printed with the results):
-- torch.set_num_threads(--threads, default 2); the numba kernel follows torch's thread count.
+- torch.set_num_threads(--threads, default 2); the numba kernel runs on as many threads (its own Python threads).
 - Times are wall-clock medians of --reps runs (default 10) after one warm-up run (which also compiles the numba
-  kernel or loads it from numba's disk cache). Where --reps runs would take over --budget seconds (default 60)
+  kernel or loads it from numba's disk cache), the backends interleaved round by round. Where --reps runs would take over --budget seconds (default 60)
   a figure gets fewer (at least 3; the reference possibly none, then the warm-up run is reported, n = "1w");
   above --ref-max-elements (batch*dim*L*N) the reference is skipped. Column n says how many runs each figure
   is the median of.
@@ -41,6 +41,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import torch
 
@@ -140,38 +141,46 @@ def bench_case(batch, length, args, dim, nstate):
     inputs = make_inputs(batch, dim, nstate, length)
     grad_out = torch.randn(batch, dim, length, generator=torch.Generator().manual_seed(1))
     elements = batch * dim * length * nstate
-    rows, ref_out, ref_grads = [], None, None
+    rows, outputs, grads, forward_reps, train_reps = {}, {}, {}, {}, {}
     for backend in args.backends:
-        row = {"batch": batch, "L": length, "dim": dim, "N": nstate, "backend": backend}
+        rows[backend] = {"batch": batch, "L": length, "dim": dim, "N": nstate, "backend": backend}
         if backend == "reference" and elements > args.ref_max_elements:
-            row["skipped"] = f"reference skipped: batch*dim*L*N = {elements:.2e} > --ref-max-elements"
-            rows.append(row)
+            rows[backend]["skipped"] = f"reference skipped: batch*dim*L*N = {elements:.2e} > --ref-max-elements"
             continue
-        # Forward.
-        first, out = forward_once(backend, inputs)  # warm-up (compiles / loads the numba kernel)
-        reps = n_reps(backend, first, args)
-        times = [forward_once(backend, inputs)[0] for _ in range(reps)] or [first]
-        row.update(fwd_s=statistics.median(times), fwd_reps=reps or "1w")
-        grads = None
+        first, outputs[backend] = forward_once(backend, inputs)  # warm-up (compiles / loads the numba kernel)
+        forward_reps[backend] = (n_reps(backend, first, args), [first])
         if not args.forward_only:
-            # Forward + backward. The warm-up run is also the memory run (the sampler thread costs a little time).
-            row["peak_extra_mib"], (f0, b0, grads) = peak_rss_delta(lambda b=backend: train_once(b, inputs, grad_out))
-            reps = n_reps(backend, f0 + b0, args)
-            runs = [train_once(backend, inputs, grad_out)[:2] for _ in range(reps)] or [(f0, b0)]
-            row.update(
-                train_fwd_s=statistics.median(r[0] for r in runs),
-                bwd_s=statistics.median(r[1] for r in runs),
-                train_s=statistics.median(r[0] + r[1] for r in runs),
-                train_reps=reps or "1w",
+            # The warm-up forward+backward is also the memory run (the sampler thread costs a little time).
+            rows[backend]["peak_extra_mib"], (f0, b0, grads[backend]) = peak_rss_delta(
+                lambda b=backend: train_once(b, inputs, grad_out)
             )
-        if backend == "reference":
-            ref_out, ref_grads = out, grads
-        elif ref_out is not None:
-            row["max_abs_err_out"] = max_abs(out, ref_out)
-            if grads is not None:
-                row["max_rel_err_grad"] = grad_rel_err(grads, ref_grads)
-        rows.append(row)
-        del out, grads
+            train_reps[backend] = (n_reps(backend, f0 + b0, args), [(f0, b0)])
+    # Timed runs, interleaved: round r runs every backend that wants more than r runs, so that a change of load on
+    # a shared machine hits every backend alike.
+    for plan, run in ((forward_reps, lambda b: forward_once(b, inputs)[0]), (train_reps, None)):
+        times = {backend: [] for backend in plan}
+        for rnd in range(max((reps for reps, _ in plan.values()), default=0)):
+            for backend, (reps, _) in plan.items():
+                if rnd < reps:
+                    times[backend].append(run(backend) if run else train_once(backend, inputs, grad_out)[:2])
+        for backend, (reps, warmup) in plan.items():
+            plan[backend] = (reps, times[backend] or warmup)
+    for backend, (reps, times) in forward_reps.items():
+        rows[backend].update(fwd_s=statistics.median(times), fwd_reps=reps or "1w")
+    for backend, (reps, runs) in train_reps.items():
+        rows[backend].update(
+            train_fwd_s=statistics.median(r[0] for r in runs),
+            bwd_s=statistics.median(r[1] for r in runs),
+            train_s=statistics.median(r[0] + r[1] for r in runs),
+            train_reps=reps or "1w",
+        )
+    if "reference" in outputs:
+        for backend in outputs:
+            if backend != "reference":
+                rows[backend]["max_abs_err_out"] = max_abs(outputs[backend], outputs["reference"])
+                if backend in grads:
+                    rows[backend]["max_rel_err_grad"] = grad_rel_err(grads[backend], grads["reference"])
+    rows = list(rows.values())
     ref = next((row for row in rows if row["backend"] == "reference" and "fwd_s" in row), None)
     for row in rows:
         if ref is not None and row is not ref and "fwd_s" in row:
@@ -252,6 +261,103 @@ def training_step_rows(args, tokens_list, backends):
     return rows
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Thread pools (--threads-study): numba's parallel pools against the kernels' own Python threads, beside torch
+# ----------------------------------------------------------------------------------------------------------------
+
+THREAD_MODES = {  # mode: (how the kernel's two tasks run, NUMBA_THREADING_LAYER)
+    "numba omp": ("numba prange", "omp"),
+    "numba workqueue": ("numba prange", "workqueue"),
+    "python threads": ("the library's task threads", None),
+}
+
+
+def thread_study_worker(mode: str, calls: int) -> dict:
+    """In a fresh process (numba fixes its threading layer at the first parallel launch): the median and mean time
+    of a kernel call of two ~20 us tasks, and of a small torch op (LayerNorm of 63 x 128) alone and right after a
+    kernel call, torch on 2 threads."""
+    import numba
+
+    torch.set_num_threads(2)
+    data = np.random.default_rng(0).random((2, 4096), dtype=np.float32)
+
+    def task_body(tasks, data):
+        for task in range(tasks[0], tasks[1]):
+            row = data[task]
+            for _ in range(20):
+                for j in range(row.shape[0]):
+                    row[j] = row[j] * np.float32(0.999) + np.float32(0.001)
+
+    if THREAD_MODES[mode][0] == "numba prange":
+
+        @numba.njit(parallel=True)
+        def launch(data):
+            for task in numba.prange(data.shape[0]):
+                row = data[task]
+                for _ in range(20):
+                    for j in range(row.shape[0]):
+                        row[j] = row[j] * np.float32(0.999) + np.float32(0.001)
+
+        def kernel_call():
+            launch(data)
+    else:
+        body = numba.njit(nogil=True)(task_body)
+        threads = scan._TaskThreads()
+
+        def kernel_call():
+            threads.run(body, data.shape[0], (data,))
+
+    layer_norm = torch.nn.LayerNorm(128)
+    x = torch.randn(1, 63, 128)
+
+    def timed(fn):
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    with torch.inference_mode():
+        for _ in range(50):
+            kernel_call()
+            layer_norm(x)
+        alone = [timed(lambda: layer_norm(x)) for _ in range(calls)]
+        kernel, after = [], []
+        for _ in range(calls):
+            kernel.append(timed(kernel_call))
+            after.append(timed(lambda: layer_norm(x)))
+    layer = numba.threading_layer() if THREAD_MODES[mode][1] else "-"
+    summary = {"threading_layer": layer}
+    for name, values in (("kernel", kernel), ("torch op alone", alone), ("torch op after kernel", after)):
+        summary[name] = {"median_us": 1e6 * statistics.median(values), "mean_us": 1e6 * statistics.mean(values)}
+    return summary
+
+
+def thread_study(calls: int) -> list[dict]:
+    """Every THREAD_MODES mode under both OMP_WAIT_POLICY settings (torch's and numba's OpenMP threads spin after
+    a parallel region by default; PASSIVE makes them sleep), each in a fresh process."""
+    import subprocess
+    import sys
+
+    rows = []
+    for policy in ("default", "PASSIVE"):
+        for mode, (_, layer) in THREAD_MODES.items():
+            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
+            env.update(NUMBA_NUM_THREADS="2", **({"NUMBA_THREADING_LAYER": layer} if layer else {}))
+            if policy != "default":
+                env["OMP_WAIT_POLICY"] = policy
+            command = [sys.executable, "-m", "benchmarks.scan", "--_thread-worker", mode, "--thread-calls", str(calls)]
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                raise RuntimeError(f"thread study worker {mode!r} failed: {done.stderr[-2000:]}")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append({"omp_wait_policy": policy, "mode": mode, **result})
+            cells = "  ".join(
+                f"{part} {result[part]['median_us']:8.1f} / {result[part]['mean_us']:8.1f}"
+                for part in ("kernel", "torch op alone", "torch op after kernel")
+            )
+            print(f"  {policy:<8} {mode:<16} {cells}", flush=True)
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (batch 1, 4; L 32, 128; dim 32): < 60 s")
@@ -278,7 +384,28 @@ def main(argv=None):
     parser.add_argument("--step-hidden", type=int, default=128)
     parser.add_argument("--step-reference", action="store_true", help="also time the reference loop's step")
     parser.add_argument("--skip-grid", action="store_true", help="only the training step")
+    parser.add_argument(
+        "--threads-study",
+        action="store_true",
+        help="only the thread-pool study: numba's pools vs the kernels' Python threads beside torch's OpenMP",
+    )
+    parser.add_argument("--thread-calls", type=int, default=2000, help="calls per figure of the thread study")
+    parser.add_argument("--_thread-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args._thread_worker:
+        print(json.dumps(thread_study_worker(args._thread_worker, args.thread_calls)))
+        return []
+    if args.threads_study:
+        print(
+            "thread study: a kernel call of 2 tasks (~20 us each), a torch LayerNorm (63 x 128) alone and right after "
+            "it; median / mean in us, 2 threads, one fresh process per row"
+        )
+        study = {"loadavg_start": os.getloadavg(), "rows": thread_study(args.thread_calls)}
+        study["loadavg_end"] = os.getloadavg()
+        print(f"load average start {study['loadavg_start']}, end {study['loadavg_end']}")
+        if args.json:
+            args.json.write_text(json.dumps({"thread_study": study}, indent=2))
+        return study["rows"]
     torch.set_num_threads(args.threads)
     dim = 32 if args.quick else args.dim
     batches = args.batch or ([1, 4] if args.quick else [1, 32])

@@ -4,6 +4,9 @@
     python -m benchmarks.speed --quick --json quick.json      # smoke run: 10 s, batch 2, 2 reps (~45 s)
     python -m benchmarks.speed --candidates --skip_main       # the candidate ECGMamba defaults only
     python -m benchmarks.speed --device cuda --amp bf16       # see benchmarks/gpu.sh
+    python -m benchmarks.speed --before ../issue13-before     # + the same models from an older checkout, same weights
+    python -m benchmarks.speed --compile                      # + a torch.compile column per model
+    python -m benchmarks.speed --profile --skip_main          # time per component (scan, mixer, FFN, norms, encoder)
 
 What is measured, per model:
 - parameters;
@@ -28,6 +31,14 @@ What is measured, per model:
 
 Ratios (`x`) are the model's figure divided by ECGMamba's. `--candidates` measures candidate ECGMamba defaults
 (FLOPs, parameters, batch-32 throughput at 10 s) against xresnet1d101's FLOPs.
+
+Extra columns, timed in the same interleaved rounds: `--compile` adds each model under `torch.compile` (its logits
+checked against eager ones; compiled at every case's shape before timing). `--before PATH` adds each model as the
+library of another checkout at PATH defines it (e.g. `git worktree add ../before <commit>`), with this run's weights
+and its logits checked against this checkout's: it runs in a worker process that imports the library from PATH
+(two versions of the kernels and their thread pools never share a process) and is driven from here call by call, so
+its calls alternate with the current models' within every round. `--profile` prints the time per component of
+each model (encoder, mixer, the scan or attention core inside it, FFN, norms, the rest) from module hooks.
 """
 
 from __future__ import annotations
@@ -178,11 +189,19 @@ def analytic_flop_hooks(extra: list):
 
     modeling.selective_scan = scan
     F.scaled_dot_product_attention = sdpa
+    # The fused CPU mixer runs its convolution and scan in kernels the counter cannot see: count the modules' path
+    # (the same arithmetic), whose depthwise convolution the counter sees and whose scan is recorded above.
+    bimixer = modeling.ECGMambaBiMixer
+    original_fused = bimixer.__dict__.get("_runs_fused")
+    if original_fused is not None:
+        bimixer._runs_fused = lambda self, projected: False
     try:
         yield
     finally:
         modeling.selective_scan = original_scan
         F.scaled_dot_product_attention = original_sdpa
+        if original_fused is not None:
+            bimixer._runs_fused = original_fused
 
 
 def count_flops(model, length: int) -> int:
@@ -400,12 +419,241 @@ def run_probes(items: list[tuple[str, Case]], args, log) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Another checkout's models (--before): a worker process driven call by call
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class BeforeWorker:
+    """The models as the library of another checkout (`--before PATH`) defines them, with this process's weights,
+    in a worker process that imports the library from PATH. Each call runs and is timed there, driven from here."""
+
+    def __init__(self, path: str, models: dict, args):
+        import torch
+
+        self.path = str(Path(path).resolve())
+        self.folder = tempfile.TemporaryDirectory()
+        weights = {}
+        for name, model in models.items():
+            weights[name] = os.path.join(self.folder.name, f"{name}.pt")
+            torch.save(model.state_dict(), weights[name])
+        spec = {"names": list(models), "weights": weights, "threads": args.threads, "amp": args.amp}
+        spec["scan_backend"] = args.scan_backend
+        pythonpath = os.pathsep.join(p for p in (self.path, os.environ.get("PYTHONPATH")) if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--_timing_worker", json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=self.path,
+            env=dict(os.environ, PYTHONPATH=pythonpath, PYTHONUNBUFFERED="1"),
+        )
+        self.library = self._reply()["library"]
+        if not self.library.startswith(self.path):
+            raise RuntimeError(f"--before {path}: the worker imported the library from {self.library}")
+
+    def _reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the --before worker exited (code {self.proc.wait()})")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        return reply
+
+    def call(self, command: str, name: str, case: Case, **options) -> dict:
+        self.proc.stdin.write(json.dumps({"cmd": command, "name": name, "case": case.as_list(), **options}) + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.folder.cleanup()
+
+
+@dataclass(frozen=True)
+class BeforeModel:
+    """One model of a BeforeWorker: what time_rounds and the profile call instead of a local model."""
+
+    worker: BeforeWorker
+    name: str
+
+    def run(self, case: Case) -> float:
+        return self.worker.call("run", self.name, case)["seconds"]
+
+
+def timing_worker_main(spec: dict) -> None:
+    """The --before worker: build the models with the library on PYTHONPATH, load the weights, then answer one
+    JSON command per line on stdin: run (one timed call), logits, profile."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    device = torch.device("cpu")
+    models = {}
+    for name in spec["names"]:
+        models[name] = make_model(name, {}, device, spec["scan_backend"])
+        models[name].load_state_dict(torch.load(spec["weights"][name]))
+    import modeling_ecgmamba
+
+    print(json.dumps({"library": modeling_ecgmamba.__file__}), flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        try:
+            model, case = models[command["name"]], Case(*command["case"])
+            if command["cmd"] == "run":
+                reply = {"seconds": run_case(model, case, *make_inputs(case, device), device, spec["amp"])}
+            elif command["cmd"] == "logits":
+                with torch.inference_mode():
+                    reply = {"logits": model(make_inputs(case, device, seed=1)[0]).logits.tolist()}
+            else:
+                reply = {"parts": profile_parts(model, case, device, spec["amp"], command["reps"])}
+        except Exception as exc:
+            reply = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        print(json.dumps(reply), flush=True)
+
+
+def reference_logits(model, device):
+    """Logits of a 10 s batch of 2 (seed 1): what --compile and --before compare with the eager current model."""
+    import torch
+
+    x, _ = make_inputs(Case("throughput", LENGTHS[0], 2), device, seed=1)
+    with torch.inference_mode():
+        return model(x).logits.float().cpu()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Time per component (--profile)
+# ----------------------------------------------------------------------------------------------------------------
+
+# Module classes timed as a whole, by the part they are.
+PROFILE_MODULES = {
+    "ECGMambaEmbeddings": "encoder",
+    "ECGMambaBiMixer": "mixer",
+    "ECGTransformerAttention": "mixer",
+    "ECGMambaFeedForward": "FFN",
+    "LayerNorm": "norms",
+    "XResNet1dBlock": "residual blocks",
+}
+PROFILE_COLUMNS = ("total", "encoder", "mixer", "scan / attention core", "rest of mixer", "FFN", "norms")
+PROFILE_COLUMNS += ("residual blocks", "other")
+
+
+def profile_parts(model, case: Case, device, amp: str, reps: int) -> dict:
+    """Wall time per component of one forward call of `case` (mean of `reps` calls after one warm-up): module
+    hooks on PROFILE_MODULES, and wrappers of the selective scan (the fused CPU kernel, or the scan function of the
+    unfused mixer) and of scaled_dot_product_attention ("scan / attention core", inside "mixer"). "other": the
+    input checks, residual adds, pooling and head."""
+    import torch
+    import torch.nn.functional as F
+
+    totals: dict = {}
+    starts: dict = {}
+    depth = [0]
+
+    def add(part, seconds):
+        totals[part] = totals.get(part, 0.0) + seconds
+
+    def timed(part, fn):
+        def wrapper(*args, **kwargs):
+            depth[0] += 1
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:  # nested scan entry points count once
+                    add(part, time.perf_counter() - start)
+
+        return wrapper
+
+    patches = [(F, "scaled_dot_product_attention", "scan / attention core")]
+    modeling = sys.modules[type(model).__module__]
+    if hasattr(modeling, "selective_scan"):
+        patches.append((modeling, "selective_scan", "scan / attention core"))
+        kernels = sys.modules[modeling.selective_scan.__module__]
+        if hasattr(kernels, "_scan_forward"):  # the fused CPU mixer's scan kernel
+            patches.append((kernels, "_scan_forward", "scan / attention core"))
+    originals = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
+    handles = []
+    for module in model.modules():
+        part = PROFILE_MODULES.get(type(module).__name__)
+        if part is not None:
+            handles.append(
+                module.register_forward_pre_hook(lambda m, a: starts.__setitem__(id(m), time.perf_counter()))
+            )
+            handles.append(
+                module.register_forward_hook(
+                    lambda m, a, o, part=part: add(part, time.perf_counter() - starts.pop(id(m)))
+                )
+            )
+    x, _ = make_inputs(case, device)
+    try:
+        for owner, attr, part in patches:
+            setattr(owner, attr, timed(part, getattr(owner, attr)))
+        with torch.inference_mode(), autocast(device, amp):
+            model(x)
+            totals.clear()
+            for _ in range(reps):
+                synchronize(device)
+                start = time.perf_counter()
+                model(x)
+                synchronize(device)
+                add("total", time.perf_counter() - start)
+    finally:
+        for owner, attr, original in originals:
+            setattr(owner, attr, original)
+        for handle in handles:
+            handle.remove()
+    parts = {part: seconds / reps for part, seconds in totals.items()}
+    if "mixer" in parts:
+        parts["rest of mixer"] = parts["mixer"] - parts.get("scan / attention core", 0.0)
+    timed_parts = ("encoder", "mixer", "FFN", "norms", "residual blocks")
+    parts["other"] = parts["total"] - sum(parts.get(part, 0.0) for part in timed_parts)
+    return parts
+
+
+def run_profile(args, device, models: dict, report: dict, log) -> None:
+    """The time per component of every model (and column) at batch 1 and batch `--batch`, for each length."""
+    cases = [
+        Case(kind, length, batch)
+        for length in args.lengths
+        for kind, batch in (("latency", 1), ("throughput", args.batch))
+    ]
+    log(f"## time per component (ms per forward call, mean of {args.profile_reps} calls with module hooks)")
+    report["profile"] = {}
+    header = ["", *PROFILE_COLUMNS]
+    for case in cases:
+        lines = [[case.label, *header[1:]]]
+        for key, model in models.items():
+            if isinstance(model, BeforeModel):
+                parts = model.worker.call("profile", model.name, case, reps=args.profile_reps)["parts"]
+            else:
+                parts = profile_parts(model, case, device, args.amp, args.profile_reps)
+            report["profile"].setdefault(case.label, {})[key] = parts
+            lines.append([f"  {key}", *(fmt(1000 * parts[c]) if c in parts else "-" for c in PROFILE_COLUMNS)])
+        widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+        log("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines))
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Interleaved timing
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def call_model(model, case: Case, x, labels, device, amp: str) -> float:
+    """One timed call of `case`: in this process, or in the --before worker."""
+    if isinstance(model, BeforeModel):
+        return model.run(case)
+    return run_case(model, case, x, labels, device, amp)
+
+
 def time_rounds(
-    plan: list[tuple[Case, dict, int]], device, amp: str, case_timeout: float, warmup: bool = True
+    plan: list[tuple[Case, dict, int]],
+    device,
+    amp: str,
+    case_timeout: float,
+    warmup: bool = True,
+    column_warmup: dict | None = None,
 ) -> dict:
     """Time every (case, model) of `plan` [(case, {name: model}, reps)] in rounds: round r runs each case that
     wants more than r repetitions once per model, the models' order rotating, so that a change of load on a shared
@@ -418,10 +666,14 @@ def time_rounds(
         for name, model in models.items():
             key = (case, name)
             times[key], rounds[key], status[key] = [], [], "ok"
-            if warmup:  # untimed, at this length, on a small batch: kernels and caches
+            # Untimed, at this length, on a small batch (kernels and caches); the extra columns always, compiled
+            # models at the timed shape (compiling it).
+            how = (column_warmup or {}).get(name, "small" if warmup else None)
+            if how is not None:
+                warm = case if how == "full" else small
                 try:
                     x, labels = inputs[case]
-                    run_case(model, small, x[: small.batch], labels[: small.batch], device, amp)
+                    call_model(model, warm, x[: warm.batch], labels[: warm.batch], device, amp)
                 except Exception as exc:
                     status[key] = "OOM" if is_oom(exc) else f"error: {type(exc).__name__}: {exc}"[:300]
     for rnd in range(max((reps for _, _, reps in plan), default=0)):
@@ -435,7 +687,7 @@ def time_rounds(
                 if status[key] != "ok":
                     continue
                 try:
-                    seconds = run_case(models[name], case, *inputs[case], device, amp)
+                    seconds = call_model(models[name], case, *inputs[case], device, amp)
                 except Exception as exc:
                     status[key] = "OOM" if is_oom(exc) else f"error: {type(exc).__name__}: {exc}"[:300]
                     continue
@@ -524,7 +776,9 @@ def paired_growth(short: dict | None, long: dict | None) -> float | None:
 
 
 def target_lines(report: dict) -> list[str]:
-    """The issue's targets, met or missed, from the measured figures."""
+    """The targets, met or missed, from the measured figures: eager ECGMamba at batch 1 and batch --batch at least
+    as fast as the Transformer at 10 s and faster beyond, faster than xresnet1d101 at every length, a training step
+    within 1.5x of the Transformer's, fewer FLOPs than xresnet1d101, the same logits in every extra column."""
     models, meta = report["models"], report["meta"]
     if "ecgmamba" not in models:
         return []
@@ -533,9 +787,6 @@ def target_lines(report: dict) -> list[str]:
     def entry(name, kind, length):
         batch = 1 if kind == "latency" else meta["batch"]
         return models.get(name, {}).get("cases", {}).get(Case(kind, length, batch).label)
-
-    def throughput(name, length):
-        return case_value(entry(name, "throughput", length), Case("throughput", length, meta["batch"]))
 
     def verdict(ok: bool) -> str:
         return "MET   " if ok else "MISSED"
@@ -547,24 +798,40 @@ def target_lines(report: dict) -> list[str]:
             f"{verdict(mine < theirs)} fewer FLOPs than xresnet1d101 per 10 s record: {fmt(mine)} vs {fmt(theirs)} "
             f"GFLOPs ({fmt(mine / theirs, 2)}x)"
         )
-    if "transformer" in models:
-        for length in meta["lengths"]:
-            ours, theirs = throughput("ecgmamba", length), throughput("transformer", length)
-            need = "at least equal to" if length == LENGTHS[0] else "above"
-            what = f"throughput at {seconds_label(length)} {need} the Transformer's"
-            if ours is None:
-                lines.append(
-                    f"n/a    {what}: ECGMamba {(entry('ecgmamba', 'throughput', length) or {}).get('status')}"
-                )
-            elif theirs is None:
-                lines.append(
-                    f"MET    {what}: Transformer {(entry('transformer', 'throughput', length) or {}).get('status')}"
-                )
-            else:
-                ok = ours >= theirs if length == LENGTHS[0] else ours > theirs
-                lines.append(
-                    f"{verdict(ok)} {what}: {fmt(ours)} vs {fmt(theirs)} records/s ({fmt(ours / theirs, 2)}x)"
-                )
+    for key, info in models.items():
+        if "logits_max_abs_diff" in info:
+            diff = info["logits_max_abs_diff"]
+            lines.append(
+                f"{verdict(diff <= 1e-5)} {key}: logits within 1e-5 of this checkout's eager model ({diff:.1e})"
+            )
+
+    def compare(other: str, kind: str, length: int, strict: bool) -> None:
+        batch = 1 if kind == "latency" else meta["batch"]
+        case = Case(kind, length, batch)
+        what = f"{case.label} {'better than' if strict else 'at least equal to'} {other}'s"
+        ours, theirs = (case_value(entry(name, kind, length), case) for name in ("ecgmamba", other))
+        if ours is None or theirs is None:
+            lines.append(f"n/a    {what}: not measured")
+            return
+        ratio = theirs / ours if kind == "latency" else ours / theirs  # > 1: ECGMamba faster
+        ok = ratio > 1 if strict else ratio >= 1
+        unit = "ms" if kind == "latency" else "records/s"
+        lines.append(f"{verdict(ok)} {what}: {fmt(ours)} vs {fmt(theirs)} {unit} (ECGMamba {fmt(ratio, 2)}x as fast)")
+
+    for length in meta["lengths"]:
+        for kind in ("latency", "throughput"):
+            if "transformer" in models:
+                compare("transformer", kind, length, strict=length != LENGTHS[0])
+            if "xresnet1d101" in models:
+                compare("xresnet1d101", kind, length, strict=True)
+    train = Case("train", meta["lengths"][0], meta["batch"])
+    if "transformer" in models and train.length == LENGTHS[0]:
+        ours, theirs = (case_value(entry(name, "train", train.length), train) for name in ("ecgmamba", "transformer"))
+        if ours is not None and theirs is not None:
+            lines.append(
+                f"{verdict(ours <= 1.5 * theirs)} {train.label} within 1.5x of the Transformer's: {fmt(ours)} vs "
+                f"{fmt(theirs)} s ({fmt(ours / theirs, 2)}x)"
+            )
     if len(meta["lengths"]) > 1:
         short, long = meta["lengths"][0], meta["lengths"][-1]
         linear = long / short
@@ -614,6 +881,16 @@ def git_state() -> str:
     return commit.stdout.strip() + (f" + uncommitted {', '.join(changed)}" if changed else "")
 
 
+def git_commit(path: str) -> str:
+    """The short commit of the checkout at `path` (and "+ changes" if its tracked files differ from it)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=path, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "-uno"], cwd=path, capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    return commit.stdout.strip() + (" + changes" if dirty.stdout.strip() else "")
+
+
 def cpu_name() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -649,7 +926,15 @@ def parse_args(argv=None):
         "spinning; on a shared, loaded machine spinning made single calls swing up to 10x",
     )
     parser.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="autocast dtype")
-    parser.add_argument("--compile", action="store_true", help="torch.compile every model (checks parity first)")
+    parser.add_argument(
+        "--compile", action="store_true", help="add a torch.compile column per model (logits checked against eager)"
+    )
+    parser.add_argument(
+        "--before",
+        help="add each model as the library at this path defines it (another checkout), same weights, same rounds",
+    )
+    parser.add_argument("--profile", action="store_true", help="print the time per component of every column")
+    parser.add_argument("--profile_reps", type=int, default=5, help="calls averaged per component figure")
     parser.add_argument(
         "--scan_backend",
         default="auto",
@@ -663,6 +948,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--memory_limit_gb", type=float, default=None, help="address-space cap of CPU probes")
     parser.add_argument("--_worker", help=argparse.SUPPRESS)
+    parser.add_argument("--_timing_worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.lengths = [LENGTHS[0]]
@@ -671,7 +957,7 @@ def parse_args(argv=None):
         args.min_reps = min(args.min_reps, args.reps)
         args.case_timeout = min(args.case_timeout, 60)
     if args.memory == "auto":
-        args.memory = "subprocess" if args.device == "cpu" and not args.quick and not args.compile else "inprocess"
+        args.memory = "subprocess" if args.device == "cpu" and not args.quick else "inprocess"
     if args.memory_limit_gb is None:
         import psutil
 
@@ -689,7 +975,7 @@ def build_cases(args) -> list[Case]:
 
 
 def prepare_models(names_overrides: dict, args, device, log) -> tuple[dict, dict]:
-    """Build (and optionally compile) each model; returns (models, info) with params, FLOPs and scan backend."""
+    """Build each model; returns (models, info) with params, FLOPs and scan backend."""
     import torch
 
     from modeling_ecgmamba.selective_scan import resolve_backend
@@ -703,17 +989,12 @@ def prepare_models(names_overrides: dict, args, device, log) -> tuple[dict, dict
             probe = torch.empty(1, 1, 1, device=device)
             backend = None if args.scan_backend == "auto" else args.scan_backend
             entry["scan_backend"] = resolve_backend(probe, backend)
-            if args.compile:
-                entry["scan_backend"] += " eager; 'torch' inside torch.compile (resolve_backend while compiling)"
             cfg = cpu_model.config
             tokens = LENGTHS[0]
             for stride in cfg.encoder_strides if cfg.use_encoder else ():
                 tokens = -(-tokens // stride)  # "same"-padded odd kernels: ceil(length / stride)
             entry["tokens_per_10s"] = tokens
-        model = cpu_model.to(device).eval()
-        if args.compile:
-            model, entry["compile_parity_max_abs"] = compile_with_parity(model, device, args.amp)
-        models[key] = model
+        models[key] = cpu_model.to(device).eval()
         info[key] = entry
         first = str(args.flop_lengths[0])
         backend = f", scan backend {entry['scan_backend']}" if "scan_backend" in entry else ""
@@ -723,22 +1004,50 @@ def prepare_models(names_overrides: dict, args, device, log) -> tuple[dict, dict
     return models, info
 
 
-def compile_with_parity(model, device, amp: str):
-    """torch.compile the model and compare its logits with eager ones on a 10 s batch (compile is not trusted)."""
+def add_columns(models: dict, info: dict, args, device, log) -> tuple[dict, BeforeWorker | None]:
+    """The --compile and --before columns of each model: {column: model}, and the worker of --before."""
     import torch
 
-    compiled = torch.compile(model)
-    x, _ = make_inputs(Case("throughput", LENGTHS[0], 2), device, seed=1)
-    with torch.inference_mode(), autocast(device, amp):
-        reference = model(x).logits.float()
-        result = compiled(x).logits.float()
-    return compiled, float((reference - result).abs().max())
+    columns, worker = {}, None
+    names = list(models)
+    if args.before:
+        worker = BeforeWorker(args.before, models, args)
+        log(f"  --before: {worker.library} (git {git_commit(args.before)}), this run's weights")
+        for name in names:
+            key = f"{name} before"
+            columns[key] = BeforeModel(worker, name)
+            logits = torch.tensor(worker.call("logits", name, Case("throughput", LENGTHS[0], 2))["logits"])
+            parity = float((logits - reference_logits(models[name], device)).abs().max())
+            info[key] = {
+                **info[name],
+                "cases": {},
+                "variant": f"--before {args.before}",
+                "logits_max_abs_diff": parity,
+            }
+            log(f"  {key:<28} max |logit difference| to this checkout: {parity:.1e}")
+    if args.compile:
+        for name in names:
+            key = f"{name} compiled"
+            columns[key] = torch.compile(models[name])
+            start = time.perf_counter()
+            parity = float(
+                (reference_logits(columns[key], device) - reference_logits(models[name], device)).abs().max()
+            )
+            info[key] = {**info[name], "cases": {}, "variant": "torch.compile", "logits_max_abs_diff": parity}
+            info[key]["first_compile_s"] = time.perf_counter() - start
+            log(
+                f"  {key:<28} max |logit difference| to eager: {parity:.1e} (first compile {info[key]['first_compile_s']:.0f} s)"
+            )
+    return columns, worker
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args._worker:
         worker_main(json.loads(args._worker))
+        return {}
+    if args._timing_worker:
+        timing_worker_main(json.loads(args._timing_worker))
         return {}
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
     if args.omp_wait_policy != "default":
@@ -765,6 +1074,7 @@ def main(argv=None) -> dict:
         "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "amp": args.amp,
         "compile": args.compile,
+        "before": args.before and f"{Path(args.before).resolve()} (git {git_commit(args.before)})",
         "lengths": args.lengths,
         "batch": args.batch,
         "reps_requested": args.reps,
@@ -784,7 +1094,7 @@ def main(argv=None) -> dict:
         f"{args.compile}, git {meta['git']}"
     )
 
-    if not args.skip_main:
+    if not args.skip_main or args.profile:
         run_main_table(args, device, report, log)
     if args.candidates:
         run_candidates(args, device, report, log)
@@ -806,7 +1116,27 @@ def run_main_table(args, device, report: dict, log) -> None:
     for name in names:
         info[name]["cases"] = {}
     report["models"] = info
+    extra, worker = add_columns(models, info, args, device, log)
+    columns = [*names, *extra]
+    try:
+        if args.profile:
+            run_profile(args, device, {**models, **extra}, report, log)
+        if not args.skip_main:
+            time_main_table(args, device, cases, models, extra, report, log)
+    finally:
+        if worker is not None:
+            worker.close()
+    if not args.skip_main:
+        log("")
+        log(main_table_text(report, cases, columns))
+        log("")
+        for line in target_lines(report):
+            log(line)
 
+
+def time_main_table(args, device, cases, models: dict, extra: dict, report: dict, log) -> None:
+    """Memory probes of the models, then the timing rounds of every column, filling report["models"]."""
+    info, names = report["models"], list(models)
     probes: dict = {}
     if args.memory == "subprocess":
         report["meta"]["memory_method"] = (
@@ -843,21 +1173,20 @@ def run_main_table(args, device, report: dict, log) -> None:
                     n: m for n, m in runnable.items() if info[n]["cases"][case.label].get("status") != "timeout"
                 }
                 estimates = [info[n]["cases"][case.label]["probe_s"] for n in runnable]
-            plan.append((case, runnable, plan_reps(estimates, args)))
+            # A column of a model joins the case when its model runs it; its time counts like the model's.
+            columns = {key: model for key, model in extra.items() if info[key]["model_type"] in runnable}
+            estimates += [estimates[0]] * len(columns) if estimates else []
+            plan.append((case, {**runnable, **columns}, plan_reps(estimates, args)))
             report["reps"][case.label] = plan[-1][2]
         # measure_inprocess_memory has just warmed every model up at these shapes
-        timed = time_rounds(plan, device, args.amp, args.case_timeout, warmup=args.memory != "inprocess")
-        for case, _, reps in plan:
+        column_warmup = {key: "full" if key.endswith(" compiled") else "small" for key in extra}
+        warmup = args.memory != "inprocess"
+        timed = time_rounds(plan, device, args.amp, args.case_timeout, warmup, column_warmup)
+        for case, runnable, reps in plan:
             for name, entry in timed[case.label].items():
                 info[name]["cases"].setdefault(case.label, {}).update(entry)
-            shown = ", ".join(f"{n} {fmt(case_value(info[n]['cases'].get(case.label), case))}" for n in names)
+            shown = ", ".join(f"{n} {fmt(case_value(info[n]['cases'].get(case.label), case))}" for n in runnable)
             log(f"  {case.label:<24} reps {reps:>2}: {shown}")
-
-    log("")
-    log(main_table_text(report, cases, names))
-    log("")
-    for line in target_lines(report):
-        log(line)
 
 
 def measure_inprocess_memory(models: dict, case: Case, device, args, info: dict) -> None:
@@ -903,7 +1232,8 @@ def main_table_text(report: dict, cases: list[Case], names: list[str]) -> str:
         values = {}
         for name in names:
             entry = info[name]["cases"].get(case.label, {})
-            values[name] = entry.get("peak_mb") if entry.get("peak_mb") is not None else entry.get("status", "-")
+            status = entry.get("status", "-")
+            values[name] = entry.get("peak_mb") if entry.get("peak_mb") is not None else {"ok": "-"}.get(status, status)
         rows.append((f"peak memory {case.label} (MB)", "", values))
     note = (
         f"# ratios (x) are relative to {names[0]}; latency/train: lower is better, throughput: higher is better; "

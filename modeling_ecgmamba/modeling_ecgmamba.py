@@ -20,7 +20,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .configuration_ecgmamba import ECGMambaConfig
-from .selective_scan import is_tracing, selective_scan
+from .selective_scan import fused_mixer, is_tracing, resolve_backend, selective_scan
 
 logger = logging.get_logger(__name__)
 
@@ -78,24 +78,30 @@ def check_model_inputs(config, input_values: torch.Tensor, attention_mask: torch
         )
     if is_tracing():  # exporting or compiling: data-dependent checks cannot run
         return
-    valid = input_values if attention_mask is None else input_values.masked_fill(~attention_mask.bool()[..., None], 0)
-    if not torch.isfinite(valid).all():
-        bad = (~torch.isfinite(valid)).flatten(1).any(-1).nonzero().flatten().tolist()
-        raise ValueError(
-            f"input_values contains NaN or inf in batch item(s) {bad}: fill or drop the bad samples "
-            "(e.g. a disconnected lead) before calling the model."
-        )
-    lengths = (
-        torch.full((input_values.shape[0],), input_values.shape[1], device=input_values.device)
-        if attention_mask is None
-        else attention_mask.bool().sum(-1)
-    )
+    # One pass over the samples and one read back to the host per call: the extremes are NaN if any sample is
+    # NaN, +-inf if any is infinite. The per-record details are computed only for an error message.
+    lengths = None if attention_mask is None else attention_mask.bool().sum(-1)
+    if input_values.numel() > 0:
+        valid = input_values if lengths is None else input_values.masked_fill(~attention_mask.bool()[..., None], 0)
+        summary = torch.stack(torch.aminmax(valid)).double()
+        if lengths is not None:
+            summary = torch.cat([summary, lengths.min()[None].to(summary)])
+        lowest, highest, *shortest = summary.tolist()
+        if not (math.isfinite(lowest) and math.isfinite(highest)):
+            bad = (~torch.isfinite(valid)).flatten(1).any(-1).nonzero().flatten().tolist()
+            raise ValueError(
+                f"input_values contains NaN or inf in batch item(s) {bad}: fill or drop the bad samples "
+                "(e.g. a disconnected lead) before calling the model."
+            )
+        shortest = int(shortest[0]) if shortest else input_values.shape[1]
+    else:
+        shortest = 0
     min_samples = config.min_samples
-    if (lengths < min_samples).any():
-        short = (lengths < min_samples).nonzero().flatten().tolist()
+    if input_values.shape[0] > 0 and shortest < min_samples:
+        short = list(range(input_values.shape[0])) if lengths is None else (lengths < min_samples).nonzero()
         raise ValueError(
-            f"Record(s) {short} have {lengths.min().item()} valid samples, fewer than the model's receptive "
-            f"field of {min_samples} samples ({min_samples / config.sampling_rate:.2f} s at "
+            f"Record(s) {torch.as_tensor(short).flatten().tolist()} have {shortest} valid samples, fewer than the "
+            f"model's receptive field of {min_samples} samples ({min_samples / config.sampling_rate:.2f} s at "
             f"{config.sampling_rate} Hz); the model expects {config.window_samples} samples."
         )
 
@@ -284,10 +290,16 @@ class ECGMambaMixer(nn.Module):
 
 
 class ECGMambaBiMixer(nn.Module):
-    """BiSSM: a forward and a backward [`ECGMambaMixer`] over the same tokens, averaged, gated and projected back."""
+    """BiSSM: a forward and a backward [`ECGMambaMixer`] over the same tokens, averaged, gated and projected back.
+
+    On a CPU with the compiled kernels (scan backend `"cpu_kernel"`, the default there) everything between `in_proj`
+    and `out_proj` runs fused ([`selective_scan.fused_mixer`]): both directions in one pass, the backward one walking
+    time backwards, in the `(batch, tokens, channels)` layout of the projections. Other backends run the modules.
+    """
 
     def __init__(self, config: ECGMambaConfig):
         super().__init__()
+        self.config = config
         self.intermediate_size = config.intermediate_size
         self.in_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=config.use_bias)
         self.forward_mixer = ECGMambaMixer(config)
@@ -297,9 +309,36 @@ class ECGMambaBiMixer(nn.Module):
         self.in_proj.weight_init = self.out_proj.weight_init = "kaiming_uniform"  # as mamba-ssm
 
     def forward(self, hidden_states: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # (batch, tokens, hidden) -> x, gate: (batch, intermediate, tokens)
-        projected = self.in_proj(hidden_states).transpose(1, 2)
-        x, gate = projected.split(self.intermediate_size, dim=1)
+        # (batch, tokens, hidden) -> (batch, tokens, 2 * intermediate): x, then the gate z
+        projected = self.in_proj(hidden_states)
+        if self._runs_fused(projected):
+            scanned = fused_mixer(projected, token_mask, *self._direction_parameters())
+        else:
+            scanned = self._forward_modules(projected, token_mask)
+        return self.out_proj(scanned)
+
+    def _runs_fused(self, projected: torch.Tensor) -> bool:
+        if projected.dtype != torch.float32 or self.config.hidden_act != "silu":
+            return False
+        backend = None if self.config.scan_backend == "auto" else self.config.scan_backend
+        return resolve_backend(projected, backend) == "cpu_kernel"
+
+    def _direction_parameters(self) -> tuple:
+        """Each direction's parameters, one list per kind, as `fused_mixer` takes them (no stacked copies)."""
+        mixers = [self.forward_mixer] if self.backward_mixer is None else [self.forward_mixer, self.backward_mixer]
+        return (
+            [m.conv1d.weight[:, 0] for m in mixers],  # (intermediate, kernel)
+            [m.conv1d.bias for m in mixers] if self.config.use_conv_bias else [],
+            [m.x_proj.weight for m in mixers],
+            [m.dt_proj.weight for m in mixers],
+            [m.dt_proj.bias for m in mixers],
+            [m.A_log for m in mixers],
+            [m.D for m in mixers],
+        )
+
+    def _forward_modules(self, projected: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+        """The mixers as modules, in the `(batch, channels, tokens)` layout the scan backends take."""
+        x, gate = projected.transpose(1, 2).split(self.intermediate_size, dim=1)
         if token_mask is not None:
             x = x * token_mask[:, None, :]
         scanned = self.forward_mixer(x, token_mask)
@@ -309,7 +348,7 @@ class ECGMambaBiMixer(nn.Module):
             backward = self.backward_mixer(x.flip(-1), reversed_mask).flip(-1)
             scanned = 0.5 * (scanned + backward)
         scanned = scanned * self.gate_act(gate)
-        return self.out_proj(scanned.transpose(1, 2))
+        return scanned.transpose(1, 2)
 
 
 class ECGMambaFeedForward(nn.Module):
@@ -323,9 +362,10 @@ class ECGMambaFeedForward(nn.Module):
         self.conv_out = nn.Conv1d(config.ffn_size, config.hidden_size, kernel_size=1)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = hidden_states.transpose(1, 2)
-        hidden_states = self.conv_out(self.dropout(self.act(self.conv_in(hidden_states))))
-        return hidden_states.transpose(1, 2)
+        # (batch, tokens, hidden): the pointwise convolutions as matrix products, no transposes
+        hidden_states = nn.functional.linear(hidden_states, self.conv_in.weight[..., 0], self.conv_in.bias)
+        hidden_states = self.dropout(self.act(hidden_states))
+        return nn.functional.linear(hidden_states, self.conv_out.weight[..., 0], self.conv_out.bias)
 
 
 class ECGMambaBlock(GradientCheckpointingLayer):
@@ -431,6 +471,8 @@ class ECGMambaModel(ECGMambaPreTrainedModel):
         )
         check_model_inputs(self.config, input_values, attention_mask)
         hidden_states, token_mask = self.embeddings(input_values, attention_mask)
+        if token_mask is not None:
+            token_mask = token_mask.contiguous()  # one copy of the strided token mask, not one per layer
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for layer in self.layers:
             hidden_states = layer(hidden_states, token_mask)

@@ -15,8 +15,10 @@ input-dependent ``B`` and ``C``). Per batch element ``b``, channel ``d`` and sta
 Backends (``selective_scan(..., backend=...)``; ``None``/``"auto"`` chooses, see :func:`resolve_backend`):
 
 - ``"reference"``: plain loop over time (:func:`selective_scan_ref`), the test oracle; slow.
-- ``"cpu_kernel"``: numba-compiled forward and hand-written backward; the default on CPU.
-- ``"torch"``: chunked pure-PyTorch scan (:func:`selective_scan_torch`); the fallback.
+- ``"cpu_kernel"``: numba-compiled forward and hand-written backward; the default on CPU. The model's mixer calls
+  the same kernels through :func:`fused_mixer` (both directions, convolution, softplus, skip, average and gate fused).
+- ``"torch"``: pure-PyTorch scan (:func:`selective_scan_torch`), the reference's recurrence with a hand-written
+  backward; the fallback.
 - ``"parallel"``: the same recurrence with no Python loop over time (:func:`selective_scan_parallel`), so that a
   traced graph does not depend on the length; what ``torch.export``/ONNX export trace, chosen automatically there.
 - ``"cuda"``: ``mamba_ssm``'s fused CUDA kernel, for CUDA tensors when ``mamba_ssm`` imports.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 
 import numpy as np
@@ -51,13 +54,10 @@ __all__ = [
 BACKENDS = ("reference", "cpu_kernel", "torch", "parallel", "cuda")
 ENV_VAR = "ECGMAMBA_SCAN_BACKEND"
 
-# Steps per chunk of the pure-PyTorch scan, and the floor of each step's log-decay dt * A there: inside a chunk
-# the exponents stay within _TORCH_CHUNK * |_LOG_DECAY_MIN| = 64 (float32's exp overflows above 88; the margin
-# keeps gradients finite), whatever dt is. Short chunks also keep the (B D N T) intermediates in cache, which
-# measured faster than longer chunks on 2 cores.
-_TORCH_CHUNK = 4
-_TORCH_CHUNK_SEGMENT = 32  # steps per autograd checkpoint of the PyTorch scan (a multiple of _TORCH_CHUNK)
-_LOG_DECAY_MIN = -16.0
+# Steps the pure-PyTorch scan discretises at once: its time-major (T B D N) buffers of decays, inflows and states
+# (16 MiB each at batch 32, 256 channels, N 16) are the only tensors of the state's size that exist; under autograd
+# it keeps the state entering each block, and its backward pass recomputes a block's states from it.
+_TORCH_BLOCK = 32
 # Steps per chunk of the loop-free scan: with log-decays clamped at -20 per step and exponents taken around the
 # chunk's mid-point, they stay within +-80 (float32-safe).
 _PARALLEL_CHUNK = 8
@@ -132,67 +132,125 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Pure-PyTorch chunked scan
+# Pure-PyTorch scan
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _torch_scan_chunk(h0, dt_c, u_c, B_c, C_c, A):
-    """One chunk of T steps. h0: (B D N); dt_c, u_c: (B D T); B_c, C_c: (B N T); A: (D N).
+class _TorchBlocks:
+    """Time-major views of the scan's inputs and reusable (T B D N) buffers for one block of _TORCH_BLOCK steps.
 
-    Returns ``(y_c, h_T)``: y_c (B D T) without the D skip and the gate, h_T (B D N) the state after the chunk.
+    The buffers are allocated once per call (fresh 10-30 MB tensors for each block cost more in page faults
+    than the arithmetic), and the per-step multiply-adds run on contiguous (B D N) slices of them."""
 
-    With S_t = sum_{k<=t} dt_k A (cumulative log-decay inside the chunk),
-    h_t = exp(S_t) * (h0 + sum_{s<=t} exp(-S_s) dt_s B_s u_s). Each step's log-decay is clamped at
-    _LOG_DECAY_MIN (a decay below exp(-16) = 1.1e-7 per step, float32's resolution, is kept at 1.1e-7), so
-    |S_t| <= _TORCH_CHUNK * 16 = 64 and neither exp(+-S) nor the gradients overflow (float32's exp does above 88).
-    Intermediates are (B D N T): B_c and C_c broadcast without copies and the cumsums run over the contiguous
-    last dimension. Out of place where autograd needs it, no cumprod: exports to ONNX.
-    """
-    s = torch.cumsum((dt_c.unsqueeze(2) * A.unsqueeze(-1)).clamp(min=_LOG_DECAY_MIN), dim=-1)  # (B D N T)
-    growth = torch.exp(s)
-    # exp(-S); 1 / growth is cheaper but its derivative -1/growth^2 would overflow, so only without autograd
-    shrink = torch.exp(-s) if torch.is_grad_enabled() else torch.reciprocal(growth)
-    inflow = (dt_c * u_c).unsqueeze(2) * B_c.unsqueeze(1) * shrink  # exp(-S_s) dt_s B_s u_s
-    inflow[..., 0] += h0
-    h = growth * torch.cumsum(inflow, dim=-1)  # (B D N T)
-    y = (h * C_c.unsqueeze(1)).sum(2)  # (B D T)
-    return y, h[..., -1].contiguous()  # a copy: a view would keep the whole (B D N T) chunk alive
+    def __init__(self, u, dt, A, B, C, buffers: int):
+        self.u, self.dt, self.B, self.C = (t.permute(2, 0, 1) for t in (u, dt, B, C))  # (L B D) and (L B N)
+        self.A = A
+        batch, dim, length = u.shape
+        self.length, self.shape = length, (batch, dim, A.shape[1])
+        self.buffers = [u.new_empty(min(_TORCH_BLOCK, length), *self.shape) for _ in range(buffers)]
+
+    def starts(self, reverse: bool = False):
+        starts = range(0, self.length, _TORCH_BLOCK)
+        return reversed(starts) if reverse else starts
+
+    def discretise(self, start: int):
+        """Decays exp(dt A) and inflows dt u B of the block starting at ``start``: two (T B D N) buffers."""
+        sl = slice(start, start + _TORCH_BLOCK)
+        steps = len(range(self.length)[sl])
+        decay, inflow = self.buffers[0][:steps], self.buffers[1][:steps]
+        dt = self.dt[sl].unsqueeze(-1)
+        torch.mul(dt, self.A, out=decay).exp_()
+        torch.mul(dt * self.u[sl].unsqueeze(-1), self.B[sl].unsqueeze(2), out=inflow)
+        return sl, decay, inflow
+
+    def states(self, h, decay, inflow):
+        """h_t = decay_t h_{t-1} + inflow_t through the block from the state h, one in-place multiply-add per
+        step (the reference's arithmetic: no cumulative sums of log-decays, no clamping): the (T B D N) states."""
+        states = self.buffers[2][: len(decay)]
+        for k in range(len(decay)):
+            h = torch.addcmul(inflow[k], decay[k], h, out=states[k])
+        return states
+
+    def contract(self, states, weights):
+        """sum_n states[t, b, :, n] weights[t, b, n] as one batched product: (T B D)."""
+        steps, batch, dim, nstate = states.shape
+        flat = states.view(steps * batch, dim, nstate)
+        return torch.bmm(flat, weights.reshape(steps * batch, nstate, 1)).view(steps, batch, dim)
 
 
-def _torch_scan_segment(h, dt, u, B, C, A):
-    """Chunks of _TORCH_CHUNK steps one after the other over a segment: returns (y (B D T), final state)."""
-    ys = []
-    for start in range(0, dt.shape[-1], _TORCH_CHUNK):
-        sl = slice(start, start + _TORCH_CHUNK)
-        y_c, h = _torch_scan_chunk(h, dt[:, :, sl], u[:, :, sl], B[:, :, sl], C[:, :, sl], A)
-        ys.append(y_c)
-    return torch.cat(ys, dim=2), h
+def _torch_scan_forward(u, dt, A, B, C):
+    """y (B D L), without the D skip and the gate, and the state entering each block of _TORCH_BLOCK steps."""
+    blocks = _TorchBlocks(u, dt, A, B, C, buffers=3)
+    y = u.new_empty(blocks.length, u.shape[0], u.shape[1])  # (L B D)
+    h, entering = u.new_zeros(blocks.shape), []
+    for start in blocks.starts():
+        sl, decay, inflow = blocks.discretise(start)
+        entering.append(h)
+        states = blocks.states(h, decay, inflow)
+        y[sl] = blocks.contract(states, blocks.C[sl])
+        h = states[-1].clone()  # the buffers are reused by the next block
+    return y.permute(1, 2, 0), entering
+
+
+class _TorchScan(torch.autograd.Function):
+    """The scan of :func:`_torch_scan_forward` with a hand-written backward pass: per block, from the last,
+    recompute the states from the saved entering state, run the adjoint recurrence dLoss/dh_{t-1} =
+    decay_t (dLoss/dh_t) back through it (one multiply-add and one multiply per step), and get every input's
+    gradient from the block's adjoints with batched products. Memory: the inputs, one state per block, and five
+    (T B D N) buffers."""
+
+    @staticmethod
+    def forward(ctx, u, dt, A, B, C):
+        y, entering = _torch_scan_forward(u, dt, A, B, C)
+        ctx.save_for_backward(u, dt, A, B, C, *entering)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        u, dt, A, B, C, *entering = ctx.saved_tensors
+        blocks = _TorchBlocks(u, dt, A, B, C, buffers=5)
+        dy = dy.permute(2, 0, 1)  # (L B D)
+        du, ddt = (u.new_empty(blocks.length, *u.shape[:2]) for _ in range(2))  # (L B D)
+        dB, dC = (B.new_empty(blocks.length, B.shape[0], B.shape[1]) for _ in range(2))  # (L B N)
+        dA = torch.zeros_like(A)
+        adjoint = u.new_zeros(blocks.shape)  # dLoss/dh_t, carried backwards in time
+        step_adjoint = torch.empty_like(adjoint)
+        for index, start in zip(range(len(entering) - 1, -1, -1), blocks.starts(reverse=True)):
+            sl, decay, inflow = blocks.discretise(start)
+            states = blocks.states(entering[index], decay, inflow)
+            grads = blocks.buffers[3][: len(decay)]  # dLoss/dh_t of each step of the block
+            dy_b, dt_b, u_b, C_b = (dy[sl].unsqueeze(-1), blocks.dt[sl], blocks.u[sl], blocks.C[sl].unsqueeze(2))
+            for k in range(len(decay) - 1, -1, -1):
+                torch.addcmul(adjoint, dy_b[k], C_b[k], out=grads[k])
+                adjoint = torch.mul(grads[k], decay[k], out=step_adjoint)
+            # dLoss/d(dt_t A) per state: dLoss/dh_t decay_t h_{t-1}
+            weighted = torch.mul(grads, decay, out=blocks.buffers[4][: len(decay)])
+            weighted[1:] *= states[:-1]
+            weighted[0] *= entering[index]
+            s1 = blocks.contract(grads, blocks.B[sl])  # sum_n dLoss/dh_t B_t: (T B D)
+            dC[sl] = torch.einsum("tbd,tbdn->tbn", dy[sl], states)
+            dB[sl] = torch.einsum("tbdn,tbd->tbn", grads, dt_b * u_b)
+            du[sl] = dt_b * s1
+            ddt[sl] = torch.einsum("tbdn,dn->tbd", weighted, A) + u_b * s1
+            dA += torch.einsum("tbdn,tbd->dn", weighted, dt_b)
+        return du.permute(1, 2, 0), ddt.permute(1, 2, 0), dA, dB.permute(1, 2, 0), dC.permute(1, 2, 0)
 
 
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """Pure-PyTorch selective scan: sequential over chunks of _TORCH_CHUNK steps, parallel inside a chunk.
+    """Pure-PyTorch selective scan: the reference's recurrence, time-major, one in-place multiply-add per step.
 
-    Same arguments and shapes as :func:`selective_scan_ref`. Only one chunk's ``(B D N T)`` tensors exist at a
-    time. Under autograd each segment of _TORCH_CHUNK_SEGMENT steps is checkpointed (recomputed in backward):
-    training keeps O(B D L) plus one state per segment, B D N L / _TORCH_CHUNK_SEGMENT, instead of several copies
-    of the ``(B D N L)`` states, and one segment's intermediates while its backward runs. Exports to ONNX
-    (``torch.onnx.export(..., dynamo=True)``, opset 18) for a fixed length.
+    Same arguments and shapes as :func:`selective_scan_ref`, and the same arithmetic: exact for any time step (no
+    cumulative sums of log-decays, which lose float32 precision, and no clamping), in float32 (float64 inputs stay
+    float64). Steps are discretised _TORCH_BLOCK at a time, so only one block's ``(T B D N)`` tensors exist.
+    Under autograd the backward pass is hand-written (:class:`_TorchScan`): training keeps O(B D L) plus one state
+    per block, instead of autograd's copies of every state.
     """
     dtype_in = u.dtype
     u, delta, A, B, C = _discretisation_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
-    batch, dim, length = u.shape
-    checkpoint = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C)) and not is_tracing()
-    h = u.new_zeros((batch, dim, A.shape[1]))
-    ys = []
-    for start in range(0, length, _TORCH_CHUNK_SEGMENT):
-        sl = slice(start, start + _TORCH_CHUNK_SEGMENT)
-        args = (h, delta[:, :, sl], u[:, :, sl], B[:, :, sl], C[:, :, sl], A)
-        if checkpoint:
-            y_s, h = torch.utils.checkpoint.checkpoint(_torch_scan_segment, *args, use_reentrant=False)
-        else:
-            y_s, h = _torch_scan_segment(*args)
-        ys.append(y_s)
-    y = torch.cat(ys, dim=2) if len(ys) > 1 else ys[0]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C)):
+        y = _TorchScan.apply(u, delta, A, B, C)
+    else:
+        y = _torch_scan_forward(u, delta, A, B, C)[0]
     return _skip_and_gate(y, u, D, z).to(dtype_in)
 
 
@@ -247,11 +305,12 @@ def selective_scan_parallel(
     mid = 0.5 * s[:, :, :, -1:, :]
     inflow = (dt * x).unsqueeze(-1) * b_in
     local = torch.exp(s - mid) * torch.cumsum(torch.exp(mid - s) * inflow, dim=3)  # states from a zero start
-    ends = torch.cumsum(s[:, :, :, -1, :], dim=2).transpose(2, 3)  # (B D N chunks): G_c
-    gaps = ends.unsqueeze(-1) - ends.unsqueeze(-2)  # [c, c'] = G_c - G_c'
+    totals = s[:, :, :, -1, :].transpose(2, 3)  # (B D N chunks): each chunk's log-decay
     index = torch.arange(chunks, device=u.device)
-    causal = index[:, None] >= index[None, :]
-    decay = torch.exp(torch.where(causal, gaps, torch.full_like(gaps, float("-inf"))))
+    # [c, c'] = G_c - G_c' = sum of the totals of chunks c' + 1 .. c, as a cumulative sum of masked copies: each
+    # entry adds only its own terms (the difference of two long cumulative sums loses float32 precision)
+    gaps = torch.cumsum(totals.unsqueeze(-1).expand(*totals.shape, chunks).masked_fill(index[:, None] <= index, 0), -2)
+    decay = torch.exp(gaps.masked_fill(index[:, None] < index, float("-inf")))
     carried = (decay @ local[:, :, :, -1, :].transpose(2, 3).unsqueeze(-1)).squeeze(-1)  # state at chunk ends
     entering = F.pad(carried, (1, 0))[..., :-1].transpose(2, 3)  # (B D chunks N): state entering each chunk
     h = local + torch.exp(s) * entering.unsqueeze(3)
@@ -275,18 +334,32 @@ def _warn_once(key: str, message: str, *args) -> None:
         logger.warning(message, *args)
 
 
-# Kernels of the compiled CPU path. Plain Python here; _build_cpu_kernels() compiles them with numba on first use.
-# They call each other through the module globals below, which _build_cpu_kernels() points at the compiled
-# functions (numba resolves globals when it compiles; closures over other jitted functions would defeat numba's
-# disk cache, whose key hashes a closure's contents). Layouts, all float32 and C-contiguous: u, delta, z, out:
-# (B D L); A: (D N); Bt, Ct: (B L N), time-major so that the loops over the state index are contiguous and
-# vectorise; Dv, bias: (D). Absent optional inputs come as one-element arrays with their flag False, so there is
-# one compiled signature. The loops over the state index hold no reduction (fastmath is off, so a reduction would
-# keep LLVM from vectorising them); sums over the state run in separate short loops.
-_prange = range
-_expf = _step = _kernel_f32_bits = _kernel_f32_from_bits = None
+# Kernels of the compiled CPU path: plain Python here, compiled with numba by _build_cpu_kernels() on first use. They
+# call each other through the module globals below, which _build_cpu_kernels() points at the compiled functions
+# (numba resolves globals when it compiles; closures over jitted functions would defeat numba's disk cache, whose
+# key hashes a closure's contents).
+#
+# Layout: time-major with the channels last, as the model's linear layers produce them, so that the innermost loops
+# run over contiguous channels and vectorise (16 float32 lanes with AVX-512). S is the number of directions: 1, or 2
+# for the BiSSM, whose direction 1 walks time backwards (no flipped copies). B batch, L time, D channels, N state:
+#   xz, gate: (B L G)    the mixer's input x is columns [0, D) of in_proj's output, its gate z columns [z_off, z_off + D)
+#   u, dt:    (S B L D)  scan input (after the convolution and SiLU) and time step (after bias and softplus)
+#   out:      (B L D)    the average of the directions, times silu(z); mask: (B L) of 0/1
+# and, one array per direction in a tuple (the modules' own parameters, no stacked copies):
+#   delta:    (B L D)    dt before its bias and softplus;  proj: (B L P) x_proj's output, B_t in its columns
+#                        [b_off, b_off + N), C_t in [b_off + N, b_off + 2N)
+#   A:        (D N)      A, or A_log with A = -exp(A_log);  conv weight: (D K);  Dv and the biases: (D)
+# A task is one batch element and one block of channels (several blocks when the batch is smaller than the thread
+# count); parameters are copied into channel-last scratch per task. Absent optional inputs come as small dummy arrays
+# with their flag False, so that each kernel has one compiled signature. Arithmetic may contract a * b + c into one
+# fused multiply-add ("contract"); only _kernel_adjoint_step may also reassociate its sums over channels, which
+# LLVM needs to vectorise them (never the exponential's range reduction, which reassociation would break).
+_expf = _exp_decay = _silu = _log = _softplus = _task = _conv_at = _time_steps = _step_inputs = _channels_last = (
+    _decays
+) = _adjoint_step = _wide_vectors = _kernel_f32_bits = _kernel_f32_from_bits = None
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
+_KERNEL_CHUNK = 32  # steps between the states the forward pass saves for the backward pass's recomputation
 
 
 def _kernel_expf(x):
@@ -295,8 +368,13 @@ def _kernel_expf(x):
     Cephes' expf: x = k ln2 + r with |r| <= ln2/2, exp(r) by a degree-7 polynomial, 2^k from the exponent
     bits (k by the round-to-nearest 1.5*2^23 trick). Underflows to 0 below -87.3, overflows to inf above 88.7.
     """
+    xc = x if x < np.float32(88.0) else np.float32(88.0)
+    return _exp_decay(xc) if x < np.float32(88.72283) else np.float32(np.inf)
+
+
+def _kernel_exp_decay(x):
+    """exp(x) for x <= 88 (every decay exp(dt * A) has x <= 0): _kernel_expf without the overflow branch."""
     xc = x if x > np.float32(-87.0) else np.float32(-87.0)
-    xc = xc if xc < np.float32(88.0) else np.float32(88.0)
     k = xc * np.float32(1.44269504088896341) + np.float32(12582912.0)
     fk = k - np.float32(12582912.0)
     r = xc - fk * np.float32(0.693359375) + fk * np.float32(2.12194440e-4)
@@ -308,121 +386,369 @@ def _kernel_expf(x):
     p = p * r + np.float32(5.0000001201e-1)
     p = p * r * r + r + _ONE
     res = p * _kernel_f32_from_bits((_kernel_f32_bits(k) - np.int32(0x4B400000) + np.int32(127)) << np.int32(23))
-    res = res if x > np.float32(-87.33654) else _ZERO
-    return res if x < np.float32(88.72283) else np.float32(np.inf)
+    return res if x > np.float32(-87.33654) else _ZERO
 
 
-def _kernel_step(a, dt, dtu, bt, ct, h_prev, h_t, e_t):
-    """One time step of one channel: e_t = exp(dt a), h_t = e_t h_prev + dt u B_t; returns C_t . h_t.
-    h_prev and h_t must be different arrays (an overlap would keep LLVM from vectorising the loop)."""
-    for n in range(a.shape[0]):
-        e = _expf(dt * a[n])
-        e_t[n] = e
-        h_t[n] = e * h_prev[n] + dtu * bt[n]
-    y = _ZERO
-    for n in range(a.shape[0]):
-        y += ct[n] * h_t[n]
-    return y
+def _kernel_silu(x):
+    return x / (_ONE + _expf(-x))
 
 
-def _kernel_forward(inputs, flags, out):
-    u, delta, A, Bt, Ct, Dv, z = inputs
-    has_d, has_z = flags
-    batch, dim, length = u.shape
-    nstate = A.shape[1]
-    for task in _prange(batch * dim):
-        b = task // dim
-        d = task % dim
-        a = A[d]
-        dd = Dv[d] if has_d else _ZERO
-        h_prev = np.zeros(nstate, dtype=np.float32)
-        h = np.empty(nstate, dtype=np.float32)
-        e = np.empty(nstate, dtype=np.float32)
-        for t in range(length):
-            dt = delta[b, d, t]
-            ut = u[b, d, t]
-            y = _step(a, dt, dt * ut, Bt[b, t], Ct[b, t], h_prev, h, e) + dd * ut
-            h_prev, h = h, h_prev
-            if has_z:
-                zt = z[b, d, t]
-                y *= zt / (_ONE + _expf(-zt))
-            out[b, d, t] = y
+def _kernel_log(x):
+    """log(x) in float32 for finite x >= 1 (Cephes' logf, within 2e-7 relative); branch-free, to vectorise."""
+    bits = _kernel_f32_bits(x)
+    e = ((bits >> np.int32(23)) & np.int32(0xFF)) - np.int32(126)
+    m = _kernel_f32_from_bits((bits & np.int32(0x807FFFFF)) | np.int32(0x3F000000))  # x = m 2^e, m in [0.5, 1)
+    small = m < np.float32(0.707106781186547524)
+    f = (m + m if small else m) - _ONE
+    fe = np.float32(e - np.int32(1) if small else e)
+    z = f * f
+    p = np.float32(7.0376836292e-2)
+    p = p * f - np.float32(1.1514610310e-1)
+    p = p * f + np.float32(1.1676998740e-1)
+    p = p * f - np.float32(1.2420140846e-1)
+    p = p * f + np.float32(1.4249322787e-1)
+    p = p * f - np.float32(1.6668057665e-1)
+    p = p * f + np.float32(2.0000714765e-1)
+    p = p * f - np.float32(2.4999993993e-1)
+    p = p * f + np.float32(3.3333331174e-1)
+    y = p * f * z - np.float32(2.12194440e-4) * fe - np.float32(0.5) * z
+    return f + y + np.float32(0.693359375) * fe
 
 
-def _kernel_backward(inputs, flags, dout, groups, grads):
-    """One task per (batch element, group of channels); a task's channels run one after the other, so it adds
-    into its own dB_part/dC_part (G B L N) slice without races. dA_part (B D N) and dD_part (B D) are per
-    (b, d) and summed over the batch by the caller.
+def _kernel_softplus(x):
+    """softplus(x) = log(1 + exp(x)), x itself above 20 (torch's threshold); log1p by Goldberg's correction."""
+    y = _exp_decay(x if x < np.float32(20.0) else np.float32(20.0))
+    one_plus = _ONE + y
+    log1p = y if one_plus == _ONE else _log(one_plus) * (y / (one_plus - _ONE))
+    return x if x > np.float32(20.0) else log1p
 
-    Per channel: 1. recompute the forward pass into scratch (states h_t, decays exp(dt_t A), y_t:
-    O(L N) per task, nothing of size B D L N); 2. run the adjoint recurrence backwards in time.
-    """
-    u, delta, A, Bt, Ct, Dv, z = inputs
-    has_d, has_z = flags
-    du, ddelta, dz, dA_part, dB_part, dC_part, dD_part = grads
-    batch, dim, length = u.shape
-    nstate = A.shape[1]
-    per_group = (dim + groups - 1) // groups
-    for task in _prange(batch * groups):
-        b = task // groups
-        g = task % groups
-        hs = np.zeros((length + 1, nstate), dtype=np.float32)  # hs[t + 1] = h_t, hs[0] = h_{-1} = 0
-        es = np.empty((length, nstate), dtype=np.float32)  # exp(dt_t A)
-        ys = np.empty(length, dtype=np.float32)  # y_t + D u_t, before the gate
-        adj = np.empty(nstate, dtype=np.float32)  # dLoss/dh_t, carried from step t + 1
-        q1 = np.empty(nstate, dtype=np.float32)
-        q2 = np.empty(nstate, dtype=np.float32)
-        da_acc = np.empty(nstate, dtype=np.float64)
-        for d in range(g * per_group, min(dim, (g + 1) * per_group)):
-            a = A[d]
-            dd = Dv[d] if has_d else _ZERO
-            # 1. Forward recomputation.
+
+def _kernel_task(task, blocks, dim):
+    """Batch element, first channel and channel count of a task."""
+    per = (dim + blocks - 1) // blocks
+    d0 = (task % blocks) * per
+    return task // blocks, d0, min(dim, d0 + per) - d0
+
+
+def _kernel_conv_at(xz, mask, wk, bias, flags, s, b, t, d0, acc):
+    """acc = the pre-activation of direction s at time t for channels [d0, d0 + w): the bias plus the K taps
+    (wk: the direction's weights, (K, w)) over x = xz[b, :, d0:d0 + w] * mask[b]."""
+    has_mask, has_bias = flags
+    ksize, w = wk.shape
+    length = xz.shape[1]
+    if has_bias:
+        acc[:] = bias[s][d0 : d0 + w]
+    else:
+        acc[:] = _ZERO
+    for k in range(ksize):
+        tk = t - ksize + 1 + k if s == 0 else t + ksize - 1 - k
+        if 0 <= tk < length:
+            m = mask[b, tk] if has_mask else _ONE
+            x = xz[b, tk, d0 : d0 + w]
+            for j in range(w):
+                acc[j] += wk[k, j] * (x[j] * m)
+
+
+def _kernel_conv_forward(tasks, xz, mask, weight, bias, flags, blocks, out):
+    """Causal depthwise convolution of each direction, SiLU and mask: out[s, b, t] = silu(bias[s] + sum_k
+    weight[s][:, k] * x[b, t_k]) * m[b, t] with x = xz[:, :, :D] * m. Direction 0 is causal (t_k = t - K + 1 + k),
+    direction 1 anti-causal (t_k = t + K - 1 - k: the causal convolution of the reversed sequence, reversed back)."""
+    has_mask, has_bias = flags
+    ndir, batch, length, dim = out.shape
+    ksize = weight[0].shape[1]
+    for task in range(tasks[0], tasks[1]):
+        _wide_vectors()
+        b, d0, w = _task(task, blocks, dim)
+        wk = np.empty((ksize, w), dtype=np.float32)
+        acc = np.empty(w, dtype=np.float32)
+        for s in range(ndir):
+            _channels_last(weight[s], d0, wk)
             for t in range(length):
-                dt = delta[b, d, t]
-                ut = u[b, d, t]
-                ys[t] = _step(a, dt, dt * ut, Bt[b, t], Ct[b, t], hs[t], hs[t + 1], es[t]) + dd * ut
-            # 2. Reverse pass.
-            for n in range(nstate):
-                adj[n] = _ZERO
-                da_acc[n] = 0.0
-            dd_acc = 0.0
-            for t in range(length - 1, -1, -1):
-                ut = u[b, d, t]
-                dt = delta[b, d, t]
-                dtu = dt * ut
-                dy = dout[b, d, t]
-                if has_z:
-                    zt = z[b, d, t]
-                    sig = _ONE / (_ONE + _expf(-zt))
-                    dz[b, d, t] = dy * ys[t] * sig * (_ONE + zt * (_ONE - sig))
-                    dy = dy * zt * sig
-                bt = Bt[b, t]
-                ct = Ct[b, t]
-                e_t = es[t]
-                h_prev = hs[t]
-                h_t = hs[t + 1]
-                dc = dC_part[g, b, t]
-                db = dB_part[g, b, t]
+                _conv_at(xz, mask, wk, bias, flags, s, b, t, d0, acc)
+                mt = mask[b, t] if has_mask else _ONE
+                row = out[s, b, t, d0 : d0 + w]
+                for j in range(w):
+                    row[j] = _silu(acc[j]) * mt
+
+
+def _kernel_conv_backward(tasks, xz, mask, weight, bias, flags, blocks, dout, grads):
+    """Gradients of _kernel_conv_forward: dx added into columns [0, D) of dxz (B L G, zero-filled by the caller),
+    and per batch element the weight (B S D K) and bias (B S D) gradients, which the caller sums. Recomputes the
+    pre-activations."""
+    has_mask, has_bias = flags
+    dxz, dweight, dbias = grads
+    ndir, batch, length, dim = dout.shape
+    ksize = weight[0].shape[1]
+    for task in range(tasks[0], tasks[1]):
+        _wide_vectors()
+        b, d0, w = _task(task, blocks, dim)
+        wk = np.empty((ksize, w), dtype=np.float32)
+        acc = np.empty(w, dtype=np.float32)
+        dw = np.empty((ksize, w), dtype=np.float64)
+        db = np.empty(w, dtype=np.float64)
+        for s in range(ndir):
+            _channels_last(weight[s], d0, wk)
+            dw[:] = 0.0
+            db[:] = 0.0
+            for t in range(length):
+                _conv_at(xz, mask, wk, bias, flags, s, b, t, d0, acc)
+                mt = mask[b, t] if has_mask else _ONE
+                grad = dout[s, b, t, d0 : d0 + w]
+                for j in range(w):  # acc becomes dLoss/d(pre-activation)
+                    a = acc[j]
+                    sig = _ONE / (_ONE + _expf(-a))
+                    acc[j] = grad[j] * mt * sig * (_ONE + a * (_ONE - sig))
+                    db[j] += acc[j]
+                for k in range(ksize):
+                    tk = t - ksize + 1 + k if s == 0 else t + ksize - 1 - k
+                    if 0 <= tk < length:
+                        m = mask[b, tk] if has_mask else _ONE
+                        x, dx = xz[b, tk, d0 : d0 + w], dxz[b, tk, d0 : d0 + w]
+                        for j in range(w):
+                            dw[k, j] += acc[j] * (x[j] * m)
+                            dx[j] += acc[j] * wk[k, j] * m
+            dbias[b, s, d0 : d0 + w] = db
+            for j in range(w):
+                for k in range(ksize):
+                    dweight[b, s, d0 + j, k] = dw[k, j]
+
+
+def _kernel_time_steps(delta, bias, flags, b, t, d0, dtv):
+    """dtv = softplus(delta + bias) (each optional per flags) of one direction at time t, channels [d0, d0 + w)."""
+    has_bias, softplus = flags
+    w = dtv.shape[0]
+    row = delta[b, t, d0 : d0 + w]
+    shift = bias[d0 : d0 + w] if has_bias else row  # read only with has_bias
+    for j in range(w):
+        v = row[j] + shift[j] if has_bias else row[j]
+        dtv[j] = _softplus(v) if softplus else v
+
+
+def _kernel_step_inputs(u, dt, s, b, t, d0, dtv, dtu):
+    """dtv = dt and dtu = dt * u of direction s at time t, channels [d0, d0 + w)."""
+    w = dtv.shape[0]
+    dt_row, u_row = dt[s, b, t, d0 : d0 + w], u[s, b, t, d0 : d0 + w]
+    for j in range(w):
+        dtv[j] = dt_row[j]
+        dtu[j] = dtv[j] * u_row[j]
+
+
+def _kernel_channels_last(param, d0, out):
+    """out[x, j] = param[d0 + j, x]: a (D, X) parameter (A, the conv weight) for channels [d0, d0 + w), channels
+    last (X, w)."""
+    size, w = out.shape
+    for j in range(w):
+        row = param[d0 + j]
+        for x in range(size):
+            out[x, j] = row[x]
+
+
+def _kernel_decays(A, log_a, d0, a):
+    """a = A for channels [d0, d0 + w), channels last (N, w); A = -exp(A_log) when given A_log (log_a)."""
+    _channels_last(A, d0, a)
+    if log_a:
+        for n in range(a.shape[0]):
+            for j in range(a.shape[1]):
+                a[n, j] = -_expf(a[n, j])
+
+
+def _kernel_scan_forward(tasks, inputs, offsets, flags, blocks, outputs):
+    """Selective scan of every direction, D skip, average of the directions and gate (see the layout above); the
+    time steps are dt = softplus(delta + bias), computed here.
+
+    With ``save`` it also writes what the backward pass needs: dt (S B L D), the average before the gate (ypre,
+    B L D) and every _KERNEL_CHUNK-th state of each direction (states, S B chunks N D: the state entering each
+    chunk)."""
+    u, delta, proj, A, Dv, bias, gate = inputs
+    b_off, z_off = offsets
+    has_d, has_z, has_bias, log_a, softplus, save = flags
+    out, ypre, states, dt = outputs
+    ndir, batch, length, dim = u.shape
+    nstate = A[0].shape[1]
+    scale = _ONE / np.float32(ndir)  # 1 or 0.5: exact, so 0.5 yf + 0.5 yb equals 0.5 (yf + yb)
+    for task in range(tasks[0], tasks[1]):
+        _wide_vectors()
+        b, d0, w = _task(task, blocks, dim)
+        a = np.empty((nstate, w), dtype=np.float32)
+        h = np.empty((nstate, w), dtype=np.float32)
+        y = np.empty(w, dtype=np.float32)
+        dtv = np.empty(w, dtype=np.float32)
+        dtu = np.empty(w, dtype=np.float32)
+        for s in range(ndir):
+            _decays(A[s], log_a, d0, a)
+            proj_s = proj[s]
+            h[:] = _ZERO
+            for i in range(length):
+                t = i if s == 0 else length - 1 - i
+                if save and i % _KERNEL_CHUNK == 0:
+                    states[s, b, i // _KERNEL_CHUNK, :, d0 : d0 + w] = h
+                _time_steps(delta[s], bias[s], (has_bias, softplus), b, t, d0, dtv)
+                if save:
+                    dt[s, b, t, d0 : d0 + w] = dtv
+                u_row = u[s, b, t, d0 : d0 + w]
+                for j in range(w):
+                    dtu[j] = dtv[j] * u_row[j]
+                    y[j] = _ZERO
                 for n in range(nstate):
-                    gh = adj[n] + dy * ct[n]  # dLoss/dh_t
-                    dc[n] += dy * h_t[n]
-                    db[n] += gh * dtu
-                    ghe = gh * e_t[n] * h_prev[n]
-                    q1[n] = gh * bt[n]
-                    q2[n] = ghe * a[n]
-                    da_acc[n] += ghe * dt
-                    adj[n] = gh * e_t[n]
-                s1 = _ZERO
-                s2 = _ZERO
+                    bn = proj_s[b, t, b_off + n]
+                    cn = proj_s[b, t, b_off + nstate + n]
+                    for j in range(w):
+                        v = _exp_decay(dtv[j] * a[n, j]) * h[n, j] + dtu[j] * bn
+                        h[n, j] = v
+                        y[j] += cn * v
+                if has_d:
+                    skip = Dv[s][d0 : d0 + w]
+                    for j in range(w):
+                        y[j] += skip[j] * u_row[j]
+                row = out[b, t, d0 : d0 + w]
+                if s == 0:
+                    for j in range(w):
+                        row[j] = scale * y[j]
+                else:
+                    for j in range(w):
+                        row[j] += scale * y[j]
+        if save:
+            ypre[b, :, d0 : d0 + w] = out[b, :, d0 : d0 + w]
+        if has_z:
+            for t in range(length):
+                row, z = out[b, t, d0 : d0 + w], gate[b, t, z_off + d0 : z_off + d0 + w]
+                for j in range(w):
+                    row[j] *= _silu(z[j])
+
+
+def _kernel_adjoint_step(gy, h_t, h_prev, e_t, a, row, b_off, dtv, dtu, adj, s1, s2, da, dbc):
+    """One step of the adjoint recurrence backwards in time, for one block of w channels (arrays (N, w) or (w)).
+
+    gy = dLoss/dy_t; adj holds dLoss/dh_t from later steps and leaves with dLoss/dh_{t-1}. Returns through
+    s1 = sum_n dLoss/dh_t[n] B_t[n] and s2 = sum_n dLoss/dh_t[n] e_t[n] h_{t-1}[n] A[n] (for du and ddt), adds
+    into da (dA) and writes dbc = (dB_t, dC_t), sums over the block's channels (reassociated to vectorise)."""
+    _wide_vectors()
+    nstate, w = adj.shape
+    for j in range(w):
+        s1[j] = _ZERO
+        s2[j] = _ZERO
+    for n in range(nstate):
+        bn = row[b_off + n]
+        cn = row[b_off + nstate + n]
+        acc_b = _ZERO
+        acc_c = _ZERO
+        for j in range(w):
+            gh = adj[n, j] + gy[j] * cn  # dLoss/dh_t
+            acc_c += gy[j] * h_t[n, j]
+            acc_b += gh * dtu[j]
+            s1[j] += gh * bn
+            ghe = gh * e_t[n, j]
+            q = ghe * h_prev[n, j]
+            s2[j] += q * a[n, j]
+            da[n, j] += q * dtv[j]
+            adj[n, j] = ghe
+        dbc[n] = acc_b
+        dbc[nstate + n] = acc_c
+
+
+def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, grads):
+    """Gradients of _kernel_scan_forward. Per direction, chunks of _KERNEL_CHUNK steps from the last: recompute
+    the chunk's states from the saved one, then run the adjoint recurrence back through it.
+
+    grads: du, ddelta (S B L D); dbc (blocks S B L 2N): dB and dC per channel block; dA (B S D N), dD and dbias
+    (B S D) per batch element; dgate (B L G), whose columns [z_off, z_off + D) get dz; gy (B L D) scratch. The
+    caller sums the partial gradients."""
+    u, delta, proj, A, Dv, bias, gate = inputs
+    b_off, z_off = offsets
+    has_d, has_z, has_bias, log_a, softplus, save = flags
+    ypre, states, dt = saved
+    du, ddelta, dbc, dA, dD, dbias, dgate, gy = grads
+    ndir, batch, length, dim = u.shape
+    nstate = A[0].shape[1]
+    scale = _ONE / np.float32(ndir)
+    chunks = (length + _KERNEL_CHUNK - 1) // _KERNEL_CHUNK
+    for task in range(tasks[0], tasks[1]):
+        _wide_vectors()
+        b, d0, w = _task(task, blocks, dim)
+        g = task % blocks
+        # 1. The gate: dz, and dLoss/dy of each direction's output.
+        for t in range(length):
+            grad, gy_row = dout[b, t, d0 : d0 + w], gy[b, t, d0 : d0 + w]
+            if has_z:
+                z, dz = gate[b, t, z_off + d0 : z_off + d0 + w], dgate[b, t, z_off + d0 : z_off + d0 + w]
+                y = ypre[b, t, d0 : d0 + w]
+                for j in range(w):
+                    sig = _ONE / (_ONE + _expf(-z[j]))
+                    dz[j] = grad[j] * y[j] * sig * (_ONE + z[j] * (_ONE - sig))
+                    gy_row[j] = scale * grad[j] * z[j] * sig
+            else:
+                for j in range(w):
+                    gy_row[j] = scale * grad[j]
+        a = np.empty((nstate, w), dtype=np.float32)
+        hs = np.empty((_KERNEL_CHUNK + 1, nstate, w), dtype=np.float32)
+        es = np.empty((_KERNEL_CHUNK, nstate, w), dtype=np.float32)
+        adj = np.empty((nstate, w), dtype=np.float32)
+        da = np.empty((nstate, w), dtype=np.float64)
+        dd = np.empty(w, dtype=np.float64)
+        db = np.empty(w, dtype=np.float64)
+        pre = np.empty(w, dtype=np.float32)
+        s1 = np.empty(w, dtype=np.float32)
+        s2 = np.empty(w, dtype=np.float32)
+        dtv = np.empty(w, dtype=np.float32)
+        dtu = np.empty(w, dtype=np.float32)
+        for s in range(ndir):
+            _decays(A[s], log_a, d0, a)
+            proj_s = proj[s]
+            adj[:] = _ZERO
+            da[:] = 0.0
+            dd[:] = 0.0
+            db[:] = 0.0
+            for c in range(chunks - 1, -1, -1):
+                i0 = c * _KERNEL_CHUNK
+                steps = min(length, i0 + _KERNEL_CHUNK) - i0
+                # 2. Recompute the chunk's decays and states.
+                hs[0] = states[s, b, c, :, d0 : d0 + w]
+                for k in range(steps):
+                    t = i0 + k if s == 0 else length - 1 - i0 - k
+                    _step_inputs(u, dt, s, b, t, d0, dtv, dtu)
+                    for n in range(nstate):
+                        bn = proj_s[b, t, b_off + n]
+                        for j in range(w):
+                            e = _exp_decay(dtv[j] * a[n, j])
+                            es[k, n, j] = e
+                            hs[k + 1, n, j] = e * hs[k, n, j] + dtu[j] * bn
+                # 3. Adjoint recurrence back through the chunk.
+                for k in range(steps - 1, -1, -1):
+                    t = i0 + k if s == 0 else length - 1 - i0 - k
+                    _step_inputs(u, dt, s, b, t, d0, dtv, dtu)
+                    gyt = gy[b, t, d0 : d0 + w]
+                    _adjoint_step(
+                        gyt,
+                        hs[k + 1],
+                        hs[k],
+                        es[k],
+                        a,
+                        proj_s[b, t],
+                        b_off,
+                        dtv,
+                        dtu,
+                        adj,
+                        s1,
+                        s2,
+                        da,
+                        dbc[g, s, b, t],
+                    )
+                    _time_steps(delta[s], bias[s], (has_bias, False), b, t, d0, pre)  # softplus' argument
+                    u_row, skip = u[s, b, t, d0 : d0 + w], Dv[s][d0 : d0 + w]
+                    du_row, ddelta_row = du[s, b, t, d0 : d0 + w], ddelta[s, b, t, d0 : d0 + w]
+                    for j in range(w):
+                        du_row[j] = (gyt[j] * skip[j] if has_d else _ZERO) + dtv[j] * s1[j]
+                        gdt = s2[j] + u_row[j] * s1[j]  # dLoss/ddt; softplus' derivative is the sigmoid
+                        x = pre[j]
+                        gdelta = gdt / (_ONE + _expf(-x)) if softplus and x <= np.float32(20.0) else gdt
+                        ddelta_row[j] = gdelta
+                        dd[j] += gyt[j] * u_row[j]
+                        db[j] += gdelta
+            dD[b, s, d0 : d0 + w] = dd
+            dbias[b, s, d0 : d0 + w] = db
+            for j in range(w):  # dA_log = dA * A when A = -exp(A_log)
                 for n in range(nstate):
-                    s1 += q1[n]
-                    s2 += q2[n]
-                du[b, d, t] = dy * dd + dt * s1
-                dd_acc += dy * ut
-                ddelta[b, d, t] = s2 + ut * s1
-            for n in range(nstate):
-                dA_part[b, d, n] = da_acc[n]
-            dD_part[b, d] = dd_acc
+                    dA[b, s, d0 + j, n] = da[n, j] * a[n, j] if log_a else da[n, j]
 
 
 def _build_cpu_kernels():
@@ -436,8 +762,11 @@ def _build_cpu_kernels():
     except ImportError:
         raise
 
+    contract = {"contract"}
+
     def jit(fn, **options):
-        options = {"cache": True, "fastmath": False, **options}
+        # error_model "numpy": a float division by zero gives inf rather than a check that keeps loops scalar
+        options = {"cache": True, "fastmath": contract, "nogil": True, "error_model": "numpy", **options}
         try:
             return numba.njit(**options)(fn)
         except Exception:  # no writable cache location for this source file: compile without a disk cache
@@ -457,16 +786,43 @@ def _build_cpu_kernels():
 
         return types.float32(types.int32), codegen
 
+    @intrinsic
+    def wide_vectors(typingctx):
+        """Let LLVM vectorise the calling function with 512-bit registers where the CPU has them: on AVX-512
+        machines LLVM otherwise prefers 256 bits, half the lanes (what clang's -mprefer-vector-width=512 sets)."""
+
+        def codegen(context, builder, signature, args):
+            try:  # llvmlite validates attribute names against a fixed list: add the string attribute as is
+                set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+            except Exception:
+                pass
+            return context.get_dummy_value()
+
+        return types.none(), codegen
+
     g = globals()
-    g["_prange"] = numba.prange
     g["_kernel_f32_bits"] = f32_bits
     g["_kernel_f32_from_bits"] = f32_from_bits
-    g["_expf"] = jit(_kernel_expf, inline="always")  # inlined in numba IR so that the callers' loops vectorise
-    g["_step"] = jit(_kernel_step, inline="always")
+    g["_wide_vectors"] = wide_vectors
+    # Inlined in numba IR (inline="always") so that the callers' loops vectorise.
+    g["_exp_decay"] = jit(_kernel_exp_decay, inline="always")
+    g["_expf"] = jit(_kernel_expf, inline="always")
+    g["_silu"] = jit(_kernel_silu, inline="always")
+    g["_task"] = jit(_kernel_task, inline="always")
+    g["_conv_at"] = jit(_kernel_conv_at, inline="always")
+    g["_step_inputs"] = jit(_kernel_step_inputs, inline="always")
+    g["_time_steps"] = jit(_kernel_time_steps, inline="always")
+    g["_log"] = jit(_kernel_log, inline="always")
+    g["_softplus"] = jit(_kernel_softplus, inline="always")
+    g["_channels_last"] = jit(_kernel_channels_last, inline="always")
+    g["_decays"] = jit(_kernel_decays, inline="always")
+    g["_adjoint_step"] = jit(_kernel_adjoint_step, fastmath={"contract", "reassoc"})
     return {
         "numba": numba,
-        "forward": jit(_kernel_forward, parallel=True),
-        "backward": jit(_kernel_backward, parallel=True),
+        "conv_forward": jit(_kernel_conv_forward),
+        "conv_backward": jit(_kernel_conv_backward),
+        "scan_forward": jit(_kernel_scan_forward),
+        "scan_backward": jit(_kernel_scan_backward),
         "expf": g["_expf"],
     }
 
@@ -492,100 +848,370 @@ def _load_cpu_kernels():
     return _cpu_kernels
 
 
-def _set_kernel_threads(kernels) -> None:
-    numba = kernels["numba"]
+def _kernels():
+    """The compiled kernels (raises RuntimeError if numba is unavailable)."""
+    kernels = _load_cpu_kernels()
+    if kernels is None:
+        raise RuntimeError(f"backend 'cpu_kernel' is unavailable (numba): {_cpu_kernels_error!r}")
+    return kernels
+
+
+class _TaskThreads:
+    """Worker threads that run kernel task ranges beside the calling thread.
+
+    The kernels release the GIL and run on plain Python threads, as many as torch's intra-op threads, rather than
+    in numba's parallel pool: with numba's OpenMP pool and torch's both spinning on the same cores, each stalled the
+    other (a 63-token scan took 8 ms instead of 0.7 ms), and numba's other pool costs 27 us a launch against 7 here.
+    """
+
+    def __init__(self):
+        self.workers = []
+        self.done = queue.SimpleQueue()
+
+    def _work(self, jobs):
+        while True:
+            fn, args = jobs.get()
+            try:
+                fn(*args)
+                self.done.put(None)
+            except BaseException as exc:  # handed to the caller
+                self.done.put(exc)
+
+    def run(self, fn, ntasks: int, args: tuple) -> None:
+        threads = max(1, min(torch.get_num_threads(), ntasks))
+        while len(self.workers) < threads - 1:
+            jobs = queue.SimpleQueue()
+            threading.Thread(target=self._work, args=(jobs,), daemon=True, name="ecgmamba-kernel").start()
+            self.workers.append(jobs)
+        bounds = [ntasks * i // threads for i in range(threads + 1)]
+        for i in range(1, threads):
+            self.workers[i - 1].put((fn, ((bounds[i], bounds[i + 1]), *args)))
+        error = None
+        try:
+            fn((bounds[0], bounds[1]), *args)
+        except BaseException as exc:
+            error = exc
+        for _ in range(threads - 1):
+            error = self.done.get() or error
+        if error is not None:
+            raise error
+
+
+def _reset_task_threads() -> None:
+    global _task_threads, _task_lock
+    _task_threads, _task_lock = _TaskThreads(), threading.Lock()
+
+
+_reset_task_threads()
+if hasattr(os, "register_at_fork"):  # a forked child (a DataLoader worker) has none of its parent's threads
+    os.register_at_fork(after_in_child=_reset_task_threads)
+
+
+def _run_tasks(name: str, ntasks: int, *args) -> None:
+    """Run kernel `name` over tasks [0, ntasks), split across torch's thread count (on the calling thread alone
+    while another thread's call holds the workers)."""
+    kernel = _kernels()[name]
+    if not _task_lock.acquire(blocking=False):
+        kernel((0, ntasks), *args)
+        return
     try:
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    except Exception:
-        pass
+        _task_threads.run(kernel, ntasks, args)
+    finally:
+        _task_lock.release()
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to(torch.float32).contiguous().numpy()
+def _channel_blocks(batch: int, dim: int) -> int:
+    """Channel blocks per batch element: 1 when the batch alone gives every thread two tasks or more, else up to
+    two tasks per thread, blocks of at least 32 channels."""
+    threads = torch.get_num_threads()
+    if batch >= 2 * threads:
+        return 1
+    return max(1, min(-(-2 * threads // max(1, batch)), dim // 32))
 
 
-_EMPTY1 = np.zeros(1, dtype=np.float32)
-_EMPTY3 = np.zeros((1, 1, 1), dtype=np.float32)
+_DUMMY = {rank: np.zeros((1,) * rank, dtype=np.float32) for rank in (1, 2, 3, 4, 5)}
+_DUMMY_SAVED = (_DUMMY[3], _DUMMY[5], _DUMMY[4])  # the scan's ypre, states and dt when nothing is saved
 
 
-def _kernel_inputs(u, dt, A, B, C, D, z):
-    """The kernels' input tuple: float32 C-contiguous arrays, B and C time-major, absent inputs as 1-element."""
+def _np(t: torch.Tensor | None, rank: int = 1) -> np.ndarray:
+    """A float32 C-contiguous NumPy view (or copy) of t; a dummy array of the given rank for None."""
+    if t is None:
+        return _DUMMY[rank]
+    if t.dtype != torch.float32 or not t.is_contiguous():
+        t = t.to(torch.float32).contiguous()
+    return t.detach().numpy()
+
+
+def _nps(tensors: list, ndir: int, rank: int = 1) -> tuple:
+    """One array per direction (dummies for an absent optional parameter: an empty list)."""
+    return tuple(_np(t) for t in tensors) if tensors else (_DUMMY[rank],) * ndir
+
+
+def _conv_forward(xz, mask, weight, bias, dim):
+    ndir, batch, length = len(weight), xz.shape[0], xz.shape[1]
+    out = torch.empty(ndir, batch, length, dim)
+    flags = (mask is not None, bool(bias))
+    blocks = _channel_blocks(batch, dim)
+    args = (_np(xz), _np(mask, 2), _nps(weight, ndir, 2), _nps(bias, ndir), flags, blocks, out.numpy())
+    _run_tasks("conv_forward", batch * blocks, *args)
+    return out
+
+
+def _conv_backward(grad, xz, mask, weight, bias):
+    ndir, (dim, ksize), batch = len(weight), weight[0].shape, xz.shape[0]
+    dxz = torch.zeros(xz.shape)
+    dweight = torch.empty(batch, ndir, dim, ksize)
+    dbias = torch.empty(batch, ndir, dim)
+    flags = (mask is not None, bool(bias))
+    blocks = _channel_blocks(batch, dim)
+    grads = (dxz.numpy(), dweight.numpy(), dbias.numpy())
+    args = (_np(xz), _np(mask, 2), _nps(weight, ndir, 2), _nps(bias, ndir), flags, blocks, _np(grad), grads)
+    _run_tasks("conv_backward", batch * blocks, *args)
+    return dxz, dweight.sum(0), dbias.sum(0)
+
+
+def _scan_inputs(u, delta, proj, A, D, delta_bias, gate):
+    ndir = u.shape[0]
     return (
         _np(u),
-        _np(dt),
-        _np(A),
-        _np(B.transpose(1, 2)),
-        _np(C.transpose(1, 2)),
-        _np(D) if D is not None else _EMPTY1,
-        _np(z) if z is not None else _EMPTY3,
+        _nps(delta, ndir),
+        _nps(proj, ndir),
+        _nps(A, ndir, 2),
+        _nps(D, ndir),
+        _nps(delta_bias, ndir),
+        _np(gate, 3),
     )
 
 
-class _CpuKernelScan(torch.autograd.Function):
-    """Autograd wrapper of the numba kernels, taking dt (bias and softplus already applied by autograd-tracked
-    PyTorch ops: vectorised, and their backward comes for free). Saves only the inputs; backward recomputes the
-    states."""
+def _scan_forward(u, delta, proj, A, D, delta_bias, gate, b_off, z_off, log_a, softplus, save):
+    ndir, batch, length, dim = u.shape
+    out = torch.empty(batch, length, dim)
+    ypre = torch.empty(batch, length, dim) if save else torch.empty(0)
+    states = torch.empty(ndir, batch, -(-length // _KERNEL_CHUNK), A[0].shape[1], dim) if save else torch.empty(0)
+    dt = torch.empty(ndir, batch, length, dim) if save else torch.empty(0)
+    outputs = (out.numpy(), ypre.numpy(), states.numpy(), dt.numpy()) if save else (out.numpy(), *_DUMMY_SAVED)
+    flags = (bool(D), gate is not None, bool(delta_bias), log_a, softplus, save)
+    blocks = _channel_blocks(batch, dim)
+    inputs = _scan_inputs(u, delta, proj, A, D, delta_bias, gate)
+    _run_tasks("scan_forward", batch * blocks, inputs, (b_off, z_off), flags, blocks, outputs)
+    return out, ypre, states, dt
 
-    @staticmethod
-    def forward(ctx, u, dt, A, B, C, D, z):
-        kernels = _load_cpu_kernels()
-        _set_kernel_threads(kernels)
-        flags = (D is not None, z is not None)
-        out = np.empty(tuple(u.shape), dtype=np.float32)
-        kernels["forward"](_kernel_inputs(u, dt, A, B, C, D, z), flags, out)
-        ctx.flags = flags
-        ctx.save_for_backward(u, dt, A, B, C, D, z)
-        return torch.from_numpy(out)
 
-    @staticmethod
-    def backward(ctx, dout):
-        kernels = _load_cpu_kernels()
-        _set_kernel_threads(kernels)
-        saved = ctx.saved_tensors
-        has_d, has_z = ctx.flags
-        batch, dim, length = saved[0].shape
-        nstate = saved[2].shape[1]
-        # Channel groups per batch element: enough tasks (>= 4 per thread) to balance the threads.
-        nthreads = kernels["numba"].get_num_threads()
-        groups = max(1, min(dim, -(-4 * nthreads // batch)))
-        f32 = np.float32
-        grads = (
-            np.empty((batch, dim, length), dtype=f32),  # du
-            np.empty((batch, dim, length), dtype=f32),  # ddt
-            np.empty((batch, dim, length), dtype=f32) if has_z else _EMPTY3,  # dz
-            np.empty((batch, dim, nstate), dtype=f32),  # dA per batch element
-            np.zeros((groups, batch, length, nstate), dtype=f32),  # dB per channel group, time-major
-            np.zeros((groups, batch, length, nstate), dtype=f32),  # dC per channel group, time-major
-            np.empty((batch, dim), dtype=f32),  # dD per batch element
+def _scan_backward(grad, u, delta, proj, A, D, delta_bias, gate, ypre, states, dt, b_off, z_off, log_a, softplus):
+    ndir, batch, length, dim = u.shape
+    nstate = A[0].shape[1]
+    blocks = _channel_blocks(batch, dim)
+    du, ddelta = torch.empty(ndir, batch, length, dim), torch.empty(ndir, batch, length, dim)
+    dbc = torch.empty(blocks, ndir, batch, length, 2 * nstate)
+    dA, dD, dbias = torch.empty(batch, ndir, dim, nstate), torch.empty(batch, ndir, dim), torch.empty(batch, ndir, dim)
+    dgate = torch.zeros(gate.shape) if gate is not None else torch.empty(0)
+    scratch = torch.empty(batch, length, dim)
+    dgate_np = dgate.numpy() if gate is not None else _DUMMY[3]
+    grads = (*(g.numpy() for g in (du, ddelta, dbc, dA, dD, dbias)), dgate_np, scratch.numpy())
+    flags = (bool(D), gate is not None, bool(delta_bias), log_a, softplus, True)
+    saved = (_np(ypre), _np(states), _np(dt))
+    inputs = _scan_inputs(u, delta, proj, A, D, delta_bias, gate)
+    _run_tasks("scan_backward", batch * blocks, inputs, (b_off, z_off), flags, blocks, saved, _np(grad), grads)
+    dproj = torch.zeros(ndir, *proj[0].shape)
+    dproj[..., b_off : b_off + 2 * nstate] = dbc.sum(0) if blocks > 1 else dbc[0]
+    return du, ddelta, dproj, dA.sum(0), dD.sum(0), dbias.sum(0), dgate
+
+
+# The kernels as torch.library custom ops: opaque to torch.compile, which traces the rest of the model around them
+# through their fake (shape-only) implementations, and differentiable through the hand-written backward kernels.
+# Per-direction parameters are lists (empty for an absent optional one). Registered on first use under a namespace
+# named after this module: a checkpoint's remote code is a second copy.
+_OPS_NAMESPACE = "ecgmamba_" + "".join(c if c.isalnum() else "_" for c in __name__)
+_ops = None
+
+
+def _custom_ops():
+    global _ops
+    if _ops is not None:
+        return _ops
+    with _cpu_lock:
+        if _ops is None:
+            _ops = _register_custom_ops()
+    return _ops
+
+
+def _register_custom_ops():
+    lib = _OPS_NAMESPACE
+    existing = getattr(torch.ops, lib, None)
+    if existing is not None and hasattr(existing, "scan"):  # registered by an earlier load of this module
+        return existing
+    define = torch.library.custom_op
+    conv = define(
+        f"{lib}::conv",
+        _conv_forward,
+        mutates_args=(),
+        schema="(Tensor xz, Tensor? mask, Tensor[] weight, Tensor[] bias, int dim) -> Tensor",
+    )
+    conv_backward = define(
+        f"{lib}::conv_backward",
+        _conv_backward,
+        mutates_args=(),
+        schema="(Tensor grad, Tensor xz, Tensor? mask, Tensor[] weight, Tensor[] bias) -> (Tensor, Tensor, Tensor)",
+    )
+    scan_inputs = "Tensor u, Tensor[] delta, Tensor[] proj, Tensor[] A, Tensor[] D, Tensor[] delta_bias, Tensor? gate"
+    options = "int b_off, int z_off, bool log_a, bool softplus"
+    scan = define(
+        f"{lib}::scan",
+        _scan_forward,
+        mutates_args=(),
+        schema=f"({scan_inputs}, {options}, bool save) -> (Tensor, Tensor, Tensor, Tensor)",
+    )
+    scan_backward = define(
+        f"{lib}::scan_backward",
+        _scan_backward,
+        mutates_args=(),
+        schema=f"(Tensor grad, {scan_inputs}, Tensor ypre, Tensor states, Tensor dt, {options}) -> "
+        "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    )
+
+    @conv.register_fake
+    def _(xz, mask, weight, bias, dim):
+        return xz.new_empty(len(weight), xz.shape[0], xz.shape[1], dim)
+
+    @conv_backward.register_fake
+    def _(grad, xz, mask, weight, bias):
+        ndir, (dim, ksize) = len(weight), weight[0].shape
+        return xz.new_empty(xz.shape), xz.new_empty(ndir, dim, ksize), xz.new_empty(ndir, dim)
+
+    @scan.register_fake
+    def _(u, delta, proj, A, D, delta_bias, gate, b_off, z_off, log_a, softplus, save):
+        ndir, batch, length, dim = u.shape
+        if not save:
+            return u.new_empty(batch, length, dim), u.new_empty(0), u.new_empty(0), u.new_empty(0)
+        chunks = (length + _KERNEL_CHUNK - 1) // _KERNEL_CHUNK
+        states = u.new_empty(ndir, batch, chunks, A[0].shape[1], dim)
+        return u.new_empty(batch, length, dim), u.new_empty(batch, length, dim), states, u.new_empty(u.shape)
+
+    @scan_backward.register_fake
+    def _(grad, u, delta, proj, A, D, delta_bias, gate, ypre, states, dt, b_off, z_off, log_a, softplus):
+        ndir, dim = u.shape[0], u.shape[3]
+        dgate = u.new_empty(gate.shape) if gate is not None else u.new_empty(0)
+        dproj, dA = u.new_empty(ndir, *proj[0].shape), u.new_empty(ndir, *A[0].shape)
+        return (
+            u.new_empty(u.shape),
+            u.new_empty(u.shape),
+            dproj,
+            dA,
+            u.new_empty(ndir, dim),
+            u.new_empty(ndir, dim),
+            dgate,
         )
-        kernels["backward"](_kernel_inputs(*saved), ctx.flags, _np(dout), groups, grads)
-        du, ddt, dz, dA_part, dB_part, dC_part, dD_part = (torch.from_numpy(g) for g in grads)
-        result = (
-            du,
-            ddt,
-            dA_part.sum(0),
-            dB_part.sum(0).transpose(1, 2),
-            dC_part.sum(0).transpose(1, 2),
-            dD_part.sum(0) if has_d else None,
-            dz if has_z else None,
-        )
-        return tuple(
-            g.to(t.dtype).contiguous() if g is not None and ctx.needs_input_grad[i] else None
-            for i, (g, t) in enumerate(zip(result, saved))
-        )
+
+    def conv_setup(ctx, inputs, output):
+        xz, mask, weight, bias, _ = inputs
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(xz, mask, *weight, *bias)
+        ctx.ndir = len(weight)
+
+    def conv_grad(ctx, grad):
+        if grad is None:
+            return None, None, None, None, None
+        xz, mask, *params = ctx.saved_tensors
+        weight, bias = params[: ctx.ndir], params[ctx.ndir :]
+        dxz, dweight, dbias = conv_backward(grad.contiguous(), xz, mask, list(weight), list(bias))
+        return dxz, None, list(dweight.unbind(0)), list(dbias.unbind(0)) if bias else [], None
+
+    def scan_setup(ctx, inputs, output):
+        u, delta, proj, A, D, delta_bias, gate, b_off, z_off, log_a, softplus, save = inputs
+        if not save:
+            raise RuntimeError("the CPU scan kernel was called without save=True under autograd")
+        ctx.set_materialize_grads(False)
+        ctx.options = (b_off, z_off, log_a, softplus)
+        ctx.sizes = [len(group) for group in (delta, proj, A, D, delta_bias)]
+        ctx.has_gate = gate is not None
+        ctx.save_for_backward(u, *delta, *proj, *A, *D, *delta_bias, gate, *output[1:])
+
+    def scan_grad(ctx, grad, *unused):
+        if grad is None:
+            return (None,) * 12
+        u, *rest = ctx.saved_tensors
+        groups = []
+        for size in ctx.sizes:
+            groups.append(rest[:size])
+            rest = rest[size:]
+        gate, ypre, states, dt = rest
+        grads = scan_backward(grad.contiguous(), u, *map(list, groups), gate, ypre, states, dt, *ctx.options)
+        du, ddelta, dproj, dA, dD, dbias, dgate = grads
+        per_direction = [
+            list(g.unbind(0)) if size else [] for g, size in zip((ddelta, dproj, dA, dD, dbias), ctx.sizes)
+        ]
+        return du, *per_direction, dgate if ctx.has_gate else None, None, None, None, None, None
+
+    conv.register_autograd(conv_grad, setup_context=conv_setup)
+    scan.register_autograd(scan_grad, setup_context=scan_setup)
+    return getattr(torch.ops, lib)
+
+
+def _needs_graph(*tensors) -> bool:
+    """Whether a kernel call must go through its custom op: under autograd or while compiling."""
+    if _call_quietly(torch.compiler.is_compiling):
+        return True
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _kernel_conv(xz, mask, weight, bias, dim):
+    if _needs_graph(xz, *weight, *bias):
+        return _custom_ops().conv(xz, mask, weight, bias, dim)
+    return _conv_forward(xz, mask, weight, bias, dim)  # inference: skip the dispatcher's overhead
+
+
+def _kernel_scan(u, delta, proj, A, D, delta_bias, gate, b_off, z_off, log_a, softplus):
+    args = (u, delta, proj, A, D, delta_bias, gate, b_off, z_off, log_a, softplus)
+    if _needs_graph(u, *delta, *proj, *A, *D, *delta_bias, gate):
+        return _custom_ops().scan(*args, torch.is_grad_enabled())[0]
+    return _scan_forward(*args, False)[0]  # inference: skip the dispatcher's overhead
 
 
 def selective_scan_cpu_kernel(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """Selective scan with the numba kernel (CPU tensors). Raises RuntimeError if numba is unavailable."""
-    if _load_cpu_kernels() is None:
-        raise RuntimeError(f"backend 'cpu_kernel' is unavailable (numba): {_cpu_kernels_error!r}")
+    """Selective scan with the numba kernel (CPU tensors). Raises RuntimeError if numba is unavailable.
+
+    The kernel's layout is time-major (see the layout notes above): the (B D L) inputs are transposed into it."""
+    _kernels()
     dtype_in = u.dtype
-    dt = delta.float()
-    if delta_bias is not None:
-        dt = dt + delta_bias.float()[:, None]
-    if delta_softplus:
-        dt = F.softplus(dt)
-    return _CpuKernelScan.apply(u, dt, A, B, C, D, z).to(dtype_in)
+
+    def time_major(x):  # (B X L) -> (B L X), float32
+        return x.float().transpose(1, 2)
+
+    proj = time_major(torch.cat([B, C], dim=1))  # B_t then C_t
+    gate = None if z is None else time_major(z)
+    skip, bias = ([] if x is None else [x.float()] for x in (D, delta_bias))
+    scan_input = time_major(u)[None]
+    out = _kernel_scan(
+        scan_input, [time_major(delta)], [proj], [A.float()], skip, bias, gate, 0, 0, False, delta_softplus
+    )
+    return out.transpose(1, 2).to(dtype_in)
+
+
+def fused_mixer(xz, mask, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D):
+    """The (bi)directional mixer between ``in_proj`` and ``out_proj``, fused for CPUs: for each direction the
+    depthwise convolution + SiLU + mask (one kernel for all directions), ``x_proj`` and ``dt_proj`` without its
+    bias (matrix products), then one kernel for dt = softplus(. + bias), A = -exp(A_log), the scans, the D skip, the
+    average of the directions and the gate. Direction 1, when given, is the backward scan: it walks time backwards
+    (its convolution is anti-causal) instead of running on flipped copies. Same numbers as the unfused modules.
+
+    Every parameter argument is a list with one tensor per direction (S of them: the modules' own parameters, no
+    stacked copies); shapes (B batch, L tokens, D channels, K conv kernel, R time-step rank, N state size)::
+
+        xz:             (B L 2D)    in_proj's output: x, then the gate z
+        mask:           (B L)       1.0 for real tokens, 0.0 for padding; or None
+        conv_weight:    (D K)       conv_bias: (D), or an empty list
+        x_proj_weight:  (R+2N D)    dt_proj_weight: (D R), dt_proj_bias: (D)
+        A_log:          (D N)       D: (D)
+        returns:        (B L D)
+
+    float32 CPU tensors; differentiable (hand-written backward kernels) and traceable by torch.compile.
+    """
+    dim = conv_weight[0].shape[0]
+    rank = dt_proj_weight[0].shape[1]
+    u = _kernel_conv(xz, mask, conv_weight, conv_bias, dim)  # (S B L D)
+    proj = [F.linear(u[s], weight) for s, weight in enumerate(x_proj_weight)]  # (B L R+2N) each
+    delta = [F.linear(p[..., :rank], weight) for p, weight in zip(proj, dt_proj_weight)]  # dt before bias, softplus
+    return _kernel_scan(u, delta, proj, A_log, D, dt_proj_bias, xz, rank, dim, True, True)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -676,9 +1302,9 @@ def resolve_backend(u: torch.Tensor, backend: str | None = None) -> str:
     ``backend=None`` reads ``ECGMAMBA_SCAN_BACKEND`` (unset or ``"auto"``: choose). While ``torch.export`` or the
     ONNX exporter traces the model, every backend runs as ``"parallel"`` (the only form whose graph holds for any
     length; the kernels cannot be exported). Otherwise the automatic choice: CUDA tensors run ``"cuda"`` if
-    mamba_ssm imports, else ``"torch"`` (one logged warning); CPU tensors run ``"cpu_kernel"`` if numba imports,
-    else ``"torch"`` (one logged warning); while JIT-tracing or compiling, and for float64 CUDA tensors or other
-    devices, ``"torch"``. An explicit backend that cannot run raises (ValueError for an unknown name,
+    mamba_ssm imports, else ``"torch"`` (one logged warning); CPU tensors run ``"cpu_kernel"`` if numba imports
+    (also under ``torch.compile``, which sees the kernels as custom ops), else ``"torch"`` (one logged warning);
+    while JIT-tracing, for CUDA tensors while compiling, and for float64 CUDA tensors or other devices, ``"torch"``. An explicit backend that cannot run raises (ValueError for an unknown name,
     RuntimeError for an unavailable one).
     """
     if backend is None:
@@ -710,8 +1336,9 @@ def resolve_backend(u: torch.Tensor, backend: str | None = None) -> str:
             _cuda_error,
         )
         return "torch"
-    if u.device.type != "cpu" or is_tracing():
+    if u.device.type != "cpu" or _call_quietly(torch.jit.is_tracing):
         return "torch"
+    # While torch.compile traces, the kernels run as custom ops (opaque to it, with fake implementations).
     return "cpu_kernel" if _load_cpu_kernels() is not None else "torch"
 
 

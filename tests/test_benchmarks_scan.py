@@ -23,7 +23,18 @@ def test_scan_benchmark_runs_every_path_and_the_training_step(tmp_path, capsys):
         assert row["fwd_speedup"] > 0 and row["bwd_speedup"] > 0 and row["peak_extra_mib"] >= 0
     steps = report["training_step"]
     assert [(r["tokens"], r["backend"]) for r in steps] == [
-        (8, "torch"), (8, "cpu_kernel"), (16, "torch"), (16, "cpu_kernel")
+        (8, "torch"),
+        (8, "cpu_kernel"),
+        (16, "torch"),
+        (16, "cpu_kernel"),
     ]  # the reference's step only with --step-reference
     assert all(r["step_s"] > 0 and r["reps"] == 3 for r in steps)
     assert "training step: ECGMamba hidden 16, 4 layers, batch 2" in capsys.readouterr().out
+
+
+def test_thread_study_worker_times_the_kernel_threads_beside_torch():
+    """One row of `--threads-study` in process (the study itself runs each row in a fresh process)."""
+    result = scan_benchmark.thread_study_worker("python threads", calls=20)
+    assert result["threading_layer"] == "-"
+    for part in ("kernel", "torch op alone", "torch op after kernel"):
+        assert result[part]["median_us"] > 0 and result[part]["mean_us"] > 0

@@ -25,10 +25,12 @@ SMALL = {
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
-    """One `speed.py --quick` run in a subprocess (as a user runs it)."""
+    """One `speed.py --quick --profile --before REPO_ROOT` run in a subprocess (as a user runs it): this checkout
+    serves as the "before" checkout too, so its columns must give the same logits."""
     path = tmp_path_factory.mktemp("speed") / "quick.json"
+    options = ["--quick", "--profile", "--profile_reps", "1", "--before", str(REPO_ROOT), "--json", str(path)]
     proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / "speed.py"), "--quick", "--json", str(path)],
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "speed.py"), *options],
         capture_output=True,
         text=True,
         timeout=600,
@@ -44,7 +46,7 @@ def _positive(value) -> bool:
 
 def test_quick_run_reports_every_model_with_positive_figures(quick_report):
     report, stdout = quick_report
-    assert set(report["models"]) == set(speed.MODELS)
+    assert set(report["models"]) == set(speed.MODELS) | {f"{name} before" for name in speed.MODELS}
     for name, entry in report["models"].items():
         assert _positive(entry["params"]), name
         assert _positive(entry["gflops"]["1000"]), name
@@ -52,9 +54,27 @@ def test_quick_run_reports_every_model_with_positive_figures(quick_report):
         for label, case in entry["cases"].items():
             assert case["status"] == "ok", (name, label, case)
             assert _positive(case["median_s"]) and case["reps"] >= 1, (name, label, case)
-            assert _positive(case["peak_mb"]), (name, label, case)
+            if not name.endswith(" before"):  # memory is measured for this checkout's models
+                assert _positive(case["peak_mb"]), (name, label, case)
     assert report["models"]["ecgmamba"]["scan_backend"] in ("cpu_kernel", "torch")
     assert "GFLOPs / record 10 s" in stdout and "fewer FLOPs than xresnet1d101" in stdout
+
+
+def test_quick_run_checks_the_before_columns_and_profiles_every_model(quick_report):
+    report, stdout = quick_report
+    assert report["meta"]["before"].startswith(str(REPO_ROOT))
+    for name in speed.MODELS:
+        assert report["models"][f"{name} before"]["logits_max_abs_diff"] == 0.0  # the same code, the same weights
+        assert f"MET    {name} before: logits within 1e-5" in stdout
+    for label in ("latency bs1 10 s", "throughput bs2 10 s"):
+        for name, parts in report["profile"][label].items():
+            assert _positive(parts["total"]), (label, name)
+            timed = [parts.get(part, 0.0) for part in ("encoder", "mixer", "FFN", "norms", "residual blocks")]
+            assert sum(timed) <= parts["total"] * 1.01, (label, name, parts)
+        mamba = report["profile"][label]["ecgmamba"]
+        assert 0 < mamba["scan / attention core"] < mamba["mixer"]  # the fused kernel's scan, inside the mixer
+        assert report["profile"][label]["transformer"]["scan / attention core"] > 0  # scaled_dot_product_attention
+    assert "time per component" in stdout
 
 
 def test_flop_count_includes_the_selective_scan():

@@ -369,12 +369,116 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 def test_scan_backends_give_the_same_logits():
     inputs = ecg_batch(batch=2, length=300)
     logits = {}
-    for backend in ("reference", "torch", "cpu_kernel"):
+    for backend in ("reference", "torch", "cpu_kernel", "parallel"):
         model = make_model(scan_backend=backend)
         with torch.no_grad():
             logits[backend] = model(inputs).logits
-    torch.testing.assert_close(logits["torch"], logits["reference"], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(logits["cpu_kernel"], logits["reference"], atol=1e-5, rtol=1e-5)
+    for backend in ("torch", "cpu_kernel", "parallel"):
+        torch.testing.assert_close(logits[backend], logits["reference"], atol=1e-5, rtol=1e-5, msg=backend)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("padded", [False, True])
+def test_fused_mixer_matches_the_modules(bidirectional, padded):
+    """The fused CPU mixer (one pass for both directions, the backward one walking time backwards) against the
+    modules with the float64 reference scan (flipped copies): output and every parameter's and the input's gradient
+    within float32 rounding."""
+    mixer = make_model(ECGMambaModel, bidirectional=bidirectional, scan_backend="reference").layers[0].mixer.double()
+    generator = torch.Generator().manual_seed(3)
+    hidden = torch.randn(3, 37, 32, generator=generator, dtype=torch.float64)
+    mask = None
+    if padded:
+        mask = torch.ones(3, 37, dtype=torch.float64)
+        mask[1, 30:] = mask[2, 5:] = 0
+    grad_out = torch.randn(3, 37, 32, generator=generator, dtype=torch.float64)
+    results = []
+    for fused in (False, True):
+        module = mixer if not fused else mixer.float()
+        leaf = (hidden if not fused else hidden.float()).clone().requires_grad_()
+        if fused:
+            module.config.scan_backend = "cpu_kernel"
+            assert module._runs_fused(module.in_proj(leaf))
+        out = module(leaf, None if mask is None else mask.to(leaf.dtype))
+        grads = torch.autograd.grad(out, [leaf, *module.parameters()], grad_out.to(out.dtype))
+        results.append((out.detach().double(), [g.double() for g in grads]))
+    (expected, expected_grads), (got, grads) = results
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+    names = ["input", *(name for name, _ in mixer.named_parameters())]
+    for name, grad, expected_grad in zip(names, grads, expected_grads):
+        assert (grad - expected_grad).abs().max() <= 1e-5 * expected_grad.abs().max(), name
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_fused_path_reaches_back_only_when_bidirectional(bidirectional):
+    """The fused kernels in float32: changing the last token changes the mixer's output at the first 30 tokens
+    through the backward scan only (the unidirectional mixer's stay exactly equal). Slow decays (A = -0.1, dt 0.05)
+    carry the change across 20 tokens well above float32 rounding."""
+    mixer = make_model(ECGMambaModel, bidirectional=bidirectional).layers[0].mixer
+    hidden = torch.randn(1, 50, 32, generator=torch.Generator().manual_seed(0))
+    assert mixer._runs_fused(mixer.in_proj(hidden))
+    with torch.no_grad():
+        for module in mixer.modules():
+            if isinstance(module, ECGMambaMixer):
+                module.dt_proj.bias.fill_(math.log(math.expm1(0.05)))
+                module.A_log.fill_(math.log(0.1))
+        changed = hidden.clone()
+        changed[:, -1] += 1.0
+        before = mixer(hidden)
+        difference = (mixer(changed) - before).abs().amax(-1)[0]
+    assert difference[-1] > 1e-2 * before.abs().max()
+    if bidirectional:
+        assert difference[:30].min() > 1e-6 * before.abs().max()  # float32 rounds at 6e-8 of it
+    else:
+        assert difference[:30].max() == 0.0
+
+
+def test_the_fused_mixer_is_the_cpu_default(monkeypatch):
+    calls = []
+    original = modeling_module.fused_mixer
+    monkeypatch.setattr(modeling_module, "fused_mixer", lambda *args: calls.append(1) or original(*args))
+    model = make_model()
+    with torch.no_grad():
+        model(ecg_batch(batch=1, length=200))
+    assert len(calls) == model.config.num_hidden_layers
+    calls.clear()
+    with torch.no_grad():
+        make_model(scan_backend="torch")(ecg_batch(batch=1, length=200))  # other backends run the modules
+    assert not calls
+
+
+def test_input_checks_read_back_to_the_host_once(monkeypatch):
+    """The per-call checks (finite samples, long enough records) cost one read of a result back to the host."""
+    reads = []
+    for method in ("tolist", "item", "__bool__"):
+        original = getattr(torch.Tensor, method)
+        monkeypatch.setattr(
+            torch.Tensor, method, lambda self, *a, _f=original, _m=method: reads.append(_m) or _f(self, *a)
+        )
+    config = tiny_config()
+    mask = torch.ones(2, 400)
+    mask[1, 300:] = 0
+    for attention_mask in (None, mask):
+        reads.clear()
+        modeling_module.check_model_inputs(config, ecg_batch(), attention_mask)
+        assert reads == ["tolist"], reads
+
+
+@pytest.mark.slow
+def test_compiled_model_matches_eager():
+    """torch.compile traces the model around the CPU kernels (custom ops with fake implementations): the same
+    logits, and the same gradients of a training step."""
+    model = make_model(num_hidden_layers=1)
+    compiled = torch.compile(model)
+    inputs, labels = ecg_batch(batch=2, length=200), torch.tensor([[1.0, 0, 0, 1, 0], [0, 1, 0, 0, 0]])
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(inputs).logits, model(inputs).logits, atol=1e-5, rtol=1e-5)
+    model.train()
+    model(inputs, labels=labels).loss.backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    compiled(inputs, labels=labels).loss.backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
 # ---------------------------------------------------------------------------------------------------------- bad input
