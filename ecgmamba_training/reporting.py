@@ -2,9 +2,11 @@
 `model_card.md`), the hyperparameter table and the summary printed at the end."""
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .data import SOURCES
 from .evaluation import scalar_metrics
@@ -179,6 +181,22 @@ def hyperparameter_table(training_args, data_args, world_size: int) -> str:
     return "| Hyperparameter | Value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows.items())
 
 
+def device_text(device) -> str:
+    """The device, and on a CPU the threads it computes on: `accelerate launch` sets OMP_NUM_THREADS=1 unless told
+    otherwise, which halves a 2-core machine's speed without a word."""
+    if getattr(device, "type", str(device)) != "cpu":
+        return str(device)
+    threads = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    text = f"cpu, {threads} of {cores} core(s)"
+    if threads < cores and os.environ.get("OMP_NUM_THREADS"):
+        text += (
+            f" (OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; `accelerate launch` sets 1 on a CPU unless given "
+            "--num_cpu_threads_per_process N)"
+        )
+    return text
+
+
 def print_run_settings(trainer, data_args, task, split_sizes, window, stride, num_parameters, checkpoint):
     """What this run will do and where its results go, printed before training starts."""
     args, model = trainer.args, trainer.model
@@ -200,7 +218,7 @@ def print_run_settings(trainer, data_args, task, split_sizes, window, stride, nu
         f"{split_sizes['validation']} validation / {split_sizes['test']} test records",
         f"  training   {length}, batch {per_step} ({args.per_device_train_batch_size} per process x "
         f"{args.world_size} process(es) x {args.gradient_accumulation_steps} accumulation), learning rate {args.learning_rate:g}, "
-        f"seed {args.seed}, on {args.device}",
+        f"seed {args.seed}, on {device_text(args.device)}",
         f"  windows    {window / rate:g} s at {rate} Hz: random crops for training; evaluation every {stride / rate:g} s, "
         f"{data_args.window_aggregation} per record",
         f"  evaluation {evaluation}{f' (every {args.eval_steps:g} steps)' if evaluation == 'steps' else ''}; "

@@ -324,7 +324,9 @@ def save_optimizer_and_scheduler(self, output_dir):
 ECGTrainer.__init__, ECGTrainer._save_optimizer_and_scheduler = init, save_optimizer_and_scheduler
 train_hf.main(sys.argv[2:])
 """
-ONE_PROCESS = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO_ROOT / "configs" / "accelerate" / "one_process.yaml")]  # fmt: skip
+# With the thread count of this process: `accelerate launch` would give it 1 on a CPU, and a resumed run is bitwise the
+# uninterrupted one only on as many threads (LayerNorm's backward splits its sums by thread).
+ONE_PROCESS = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO_ROOT / "configs" / "accelerate" / "one_process.yaml"), "--num_cpu_threads_per_process", str(torch.get_num_threads())]  # fmt: skip
 
 
 def run_killed(moment: str, args: list[str], log: Path) -> None:
