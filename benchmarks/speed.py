@@ -1233,7 +1233,9 @@ def main_table_text(report: dict, cases: list[Case], names: list[str]) -> str:
         for name in names:
             entry = info[name]["cases"].get(case.label, {})
             status = entry.get("status", "-")
-            values[name] = entry.get("peak_mb") if entry.get("peak_mb") is not None else {"ok": "-"}.get(status, status)
+            values[name] = (
+                entry.get("peak_mb") if entry.get("peak_mb") is not None else {"ok": "-"}.get(status, status)
+            )
         rows.append((f"peak memory {case.label} (MB)", "", values))
     note = (
         f"# ratios (x) are relative to {names[0]}; latency/train: lower is better, throughput: higher is better; "

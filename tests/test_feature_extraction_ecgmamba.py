@@ -117,7 +117,9 @@ def test_normalisation_is_fitted_saved_and_reloaded(tmp_path):
     extractor.save_pretrained(tmp_path)
     reloaded = ECGMambaFeatureExtractor.from_pretrained(tmp_path)
     assert reloaded.do_normalize and reloaded.mean == extractor.mean and reloaded.std == extractor.std
-    np.testing.assert_array_equal(reloaded(records, sampling_rate=100)["input_values"], normalised.reshape(3, 1000, 12))
+    np.testing.assert_array_equal(
+        reloaded(records, sampling_rate=100)["input_values"], normalised.reshape(3, 1000, 12)
+    )
     with pytest.raises(ValueError, match="fit"):
         ECGMambaFeatureExtractor(do_normalize=True)
 
@@ -134,22 +136,43 @@ def test_extractor_from_model_config_matches_the_model():
     "call, message",
     [
         (lambda fe, r: fe(r), r"sampling_rate is required.*fields\['fs'\].*100 Hz"),
-        (lambda fe, r: fe(r, sampling_rate=100, lead_names=["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "vx"]),
-         r"record 0: missing lead\(s\) \['V6'\].*\(channels that are no ECG lead: \['vx'\]\)"),
-        (lambda fe, r: fe(r[:, :8], sampling_rate=100, lead_names=["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]),
-         r"missing lead\(s\) \['III', 'aVR', 'aVL', 'aVF'\]"),
+        (
+            lambda fe, r: fe(
+                r,
+                sampling_rate=100,
+                lead_names=["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "vx"],
+            ),
+            r"record 0: missing lead\(s\) \['V6'\].*\(channels that are no ECG lead: \['vx'\]\)",
+        ),
+        (
+            lambda fe, r: fe(r[:, :8], sampling_rate=100, lead_names=["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]),
+            r"missing lead\(s\) \['III', 'aVR', 'aVL', 'aVF'\]",
+        ),
         (lambda fe, r: fe(r, sampling_rate=100, lead_names=["I"] * 12), r"appear more than once"),
         (lambda fe, r: fe(r[:, :8], sampling_rate=100), r"expected 12 leads .* got shape \(1000, 8\)"),
         (lambda fe, r: fe(r.T.copy(), sampling_rate=100), r"looks transposed"),
         (lambda fe, r: fe(r[:, 0], sampling_rate=100), r"got an array of shape \(1000,\)"),
         (lambda fe, r: fe([r[:, 0]], sampling_rate=100), r"record 0: expected 12 leads .* got shape \(1, 1000\)"),
-        (lambda fe, r: fe(r[:20], sampling_rate=100), r"20 samples at 100 Hz is shorter than the model's receptive field of 63"),
+        (
+            lambda fe, r: fe(r[:20], sampling_rate=100),
+            r"20 samples at 100 Hz is shorter than the model's receptive field of 63",
+        ),
         (lambda fe, r: fe(r, sampling_rate=100, units="counts"), r"unknown unit 'counts'"),
         (lambda fe, r: fe([], sampling_rate=100), r"raw_ecg is empty"),
     ],
-    ids=["no-rate", "unknown-lead", "missing-leads", "duplicate-lead", "too-few-columns", "transposed", "rank-1",
-         "rank-1-in-list",
-         "too-short", "unit", "empty"],
+    ids=[
+        "no-rate",
+        "unknown-lead",
+        "missing-leads",
+        "duplicate-lead",
+        "too-few-columns",
+        "transposed",
+        "rank-1",
+        "rank-1-in-list",
+        "too-short",
+        "unit",
+        "empty",
+    ],
 )
 def test_bad_records_raise_clear_errors(call, message):
     with pytest.raises(ValueError, match=message):
@@ -161,7 +184,9 @@ def test_nan_inf_and_flat_leads_are_rejected_by_name(bad_value):
     extractor = ECGMambaFeatureExtractor()
     record = sine_record()
     record[100:140, 3] = bad_value
-    with pytest.raises(ValueError, match=r"patient-7.hea: 40 missing \(NaN/inf\) samples in lead\(s\) \[.aVR.\] at 1.00-1.40 s"):
+    with pytest.raises(
+        ValueError, match=r"patient-7.hea: 40 missing \(NaN/inf\) samples in lead\(s\) \[.aVR.\] at 1.00-1.40 s"
+    ):
         extractor([sine_record(), record], sampling_rate=100, record_names=["ok.hea", "patient-7.hea"])
     flat = sine_record()
     flat[:, 7] = 0.25
