@@ -154,6 +154,8 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="2-minute records, a tiny model: a smoke run")
     args = parser.parse_args(argv)
     hours = [2 / 60] if args.quick else args.hours
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
         scratch = Path(scratch)
