@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from modeling_ecgmamba.ecg_records import STANDARD_LEADS, read_record
-from modeling_ecgmamba.inference_ecgmamba import ECGPredictor, resolve_thresholds
+from modeling_ecgmamba.inference_ecgmamba import ECGPredictor, resolve_aggregation, resolve_thresholds
 
 DEFAULT_OPSET = 18
 ONNX_EXTRA = ("onnx", "onnxruntime", "onnxscript")  # what `pip install 'ecgmamba[onnx]'` installs
@@ -62,7 +62,7 @@ def _metadata(model, feature_extractor=None) -> dict[str, str]:
         "thresholds": json.dumps([float(t) for t in thresholds]),
         "sampling_rate": str(config.sampling_rate),
         "window_samples": str(config.window_samples),
-        "window_aggregation": str(getattr(config, "window_aggregation", "mean")),
+        "window_aggregation": resolve_aggregation(None, config),
         "lead_names": json.dumps(list(extractor_leads or STANDARD_LEADS)),
         "problem_type": str(config.problem_type),
         "inputs": "input_values float32 (batch, length, leads) from the feature extractor; attention_mask int64 (batch, length)",

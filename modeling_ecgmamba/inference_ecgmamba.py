@@ -46,6 +46,14 @@ DEFAULT_THRESHOLD = 0.5
 # ------------------------------------------------------------------------------------------------------ scores
 
 
+def resolve_aggregation(aggregation: str | None, config) -> str:
+    """The window aggregation to use: the one given, else the one training wrote into the config, else "mean"."""
+    aggregation = aggregation or getattr(config, "window_aggregation", None) or "mean"
+    if aggregation not in WINDOW_AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {WINDOW_AGGREGATIONS}, got {aggregation!r}")
+    return aggregation
+
+
 def resolve_thresholds(thresholds, labels: Sequence[str]) -> np.ndarray:
     """Per-class thresholds from any accepted form: None (0.5 each), one number for all, one per class, or a dict
     by class name (or index); classes a dict does not name get 0.5."""
@@ -114,9 +122,7 @@ def record_scores(window_logits, config, record_index=None, aggregation=None, th
         e = np.exp(-np.abs(logits))
         window_probabilities = np.where(logits >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
-    aggregation = aggregation or getattr(config, "window_aggregation", None) or "mean"
-    if aggregation not in WINDOW_AGGREGATIONS:
-        raise ValueError(f"aggregation must be one of {WINDOW_AGGREGATIONS}, got {aggregation!r}")
+    aggregation = resolve_aggregation(aggregation, config)
     if record_index is None:
         record_index = np.zeros(len(logits), dtype=np.int64)
     record_index = np.asarray(record_index)
@@ -386,9 +392,7 @@ class ECGPredictor:
                 f"no tuned thresholds, using {DEFAULT_THRESHOLD} for every class (the checkpoint has none)"
             )
             logger.warning(self.threshold_note)
-        self.aggregation = aggregation or getattr(config, "window_aggregation", None) or "mean"
-        if self.aggregation not in WINDOW_AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {WINDOW_AGGREGATIONS}, got {self.aggregation!r}")
+        self.aggregation = resolve_aggregation(aggregation, config)
         if window_stride_seconds is not None and not window_stride_seconds > 0:
             raise ValueError(f"window_stride_seconds must be positive, got {window_stride_seconds!r}")
         self.window_stride_seconds = window_stride_seconds
