@@ -325,14 +325,17 @@ class ECGRecord:
             yield from self._source.chunks(size)
 
 
-def as_signal_array(signal, name) -> np.ndarray:
-    """A record's samples (NumPy, torch or nested lists) as a float64 `(samples, leads)` array."""
+def as_signal_array(signal, name, dtype=np.float64) -> np.ndarray:
+    """A record's samples (NumPy, torch or nested lists) as a 2-D `(samples, leads)` array of numbers: float64, or
+    with `dtype=None` the array's own type (an array is not copied: what the extractor's streaming needs)."""
     if hasattr(signal, "detach"):
         signal = signal.detach().cpu().numpy()
-    signal = np.asarray(signal, dtype=np.float64)
+    signal = np.asarray(signal)
     if signal.ndim != 2:
         raise ECGDataError(name, f"expected a 2-D (samples, leads) array, got shape {signal.shape}")
-    return signal
+    if not (np.issubdtype(signal.dtype, np.number) or signal.dtype == bool):
+        raise ECGDataError(name, f"expected numbers, got an array of {signal.dtype}")
+    return signal if dtype is None else signal.astype(dtype, copy=False)
 
 
 class _Columns:

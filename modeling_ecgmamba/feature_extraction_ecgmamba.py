@@ -23,6 +23,7 @@ from .ecg_records import (
     AMPLITUDE_CHECK_SECONDS,
     STANDARD_LEADS,
     ECGDataError,
+    as_signal_array,
     canonical_lead_name,
     check_ecg_amplitude,
     check_finite_samples,
@@ -537,7 +538,7 @@ class ECGMambaFeatureExtractor(SequenceFeatureExtractor):
         columns = factors = column_units = shift = None
         count, sums, squares = 0, 0.0, 0.0
         for chunk in chunks:
-            chunk = _as_2d(chunk, name)
+            chunk = as_signal_array(chunk, name, dtype=None)
             if columns is None:
                 columns, factors, column_units = self._columns(chunk.shape, lead_names, units, name)
             elif chunk.shape[1] != len(factors):
@@ -621,22 +622,10 @@ def _is_single_record(raw_ecg) -> bool:
     )
 
 
-def _as_2d(signal, name) -> np.ndarray:
-    """A record or chunk (NumPy, torch, nested lists) as a 2-D NumPy array, without copying an array."""
-    if hasattr(signal, "detach"):
-        signal = signal.detach().cpu().numpy()
-    signal = np.asarray(signal)
-    if signal.ndim != 2:
-        raise ECGDataError(name, f"expected a 2-D (samples, leads) array, got shape {signal.shape}")
-    if not (np.issubdtype(signal.dtype, np.number) or signal.dtype == bool):
-        raise ECGDataError(name, f"expected numbers, got an array of {signal.dtype}")
-    return signal
-
-
 def _array_chunks(record, sampling_rate: float, name) -> Iterator[np.ndarray]:
     """An in-memory record as consecutive slices (views) of `CHUNK_SECONDS`: the extractor's one path for arrays and
     files alike."""
-    record = _as_2d(record, name)
+    record = as_signal_array(record, name, dtype=None)
     size = chunk_samples(sampling_rate)
     for start in range(0, max(len(record), 1), size):
         yield record[start : start + size]
