@@ -356,7 +356,9 @@ def _warn_once(key: str, message: str, *args) -> None:
 # LLVM needs to vectorise them (never the exponential's range reduction, which reassociation would break).
 _expf = _exp_decay = _silu = _log = _softplus = _task = _conv_at = _time_steps = _step_inputs = _channels_last = (
     _decays
-) = _adjoint_step = _wide_vectors = _kernel_f32_bits = _kernel_f32_from_bits = None
+) = _adjoint_step = _wide_vectors = _kernel_f32_bits = _kernel_f32_from_bits = _kernel_address = _next_task = None
+_carray = _view1 = _view2 = _view3 = _view4 = _view5 = _meta = _scan_inputs_view = None
+_conv_forward_tasks = _conv_backward_tasks = _scan_forward_tasks = _scan_backward_tasks = None
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
 _KERNEL_CHUNK = 32  # steps between the states the forward pass saves for the backward pass's recomputation
@@ -751,6 +753,132 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
                     dA[b, s, d0 + j, n] = da[n, j] * a[n, j] if log_a else da[n, j]
 
 
+# Task bodies: what each thread of torch's own OpenMP team runs (see _run_tasks). A body gets one int64 array,
+# the kernel's arguments flattened by _pack_arguments (each array as its address and shape, in argument order, the
+# per-direction tuples always two entries), takes tasks off the array's first entry (an atomic counter) until none
+# is left, and runs the kernel on each.
+def _kernel_meta(data):
+    """The packed argument array behind `data`: (meta, number of tasks, index of the first argument)."""
+    size = _carray(data, (2,), np.int64)[1]
+    meta = _carray(data, (size,), np.int64)
+    return meta, meta[2], 3
+
+
+def _kernel_view1(meta, i):
+    return _carray(_kernel_address(meta[i]), (meta[i + 1],), np.float32), i + 2
+
+
+def _kernel_view2(meta, i):
+    return _carray(_kernel_address(meta[i]), (meta[i + 1], meta[i + 2]), np.float32), i + 3
+
+
+def _kernel_view3(meta, i):
+    shape = (meta[i + 1], meta[i + 2], meta[i + 3])
+    return _carray(_kernel_address(meta[i]), shape, np.float32), i + 4
+
+
+def _kernel_view4(meta, i):
+    shape = (meta[i + 1], meta[i + 2], meta[i + 3], meta[i + 4])
+    return _carray(_kernel_address(meta[i]), shape, np.float32), i + 5
+
+
+def _kernel_view5(meta, i):
+    shape = (meta[i + 1], meta[i + 2], meta[i + 3], meta[i + 4], meta[i + 5])
+    return _carray(_kernel_address(meta[i]), shape, np.float32), i + 6
+
+
+def _kernel_scan_inputs_view(meta, i):
+    """The scan kernels' (inputs, offsets, flags, blocks) arguments, and the index after them."""
+    u, i = _view4(meta, i)
+    delta0, i = _view3(meta, i)
+    delta1, i = _view3(meta, i)
+    proj0, i = _view3(meta, i)
+    proj1, i = _view3(meta, i)
+    a0, i = _view2(meta, i)
+    a1, i = _view2(meta, i)
+    skip0, i = _view1(meta, i)
+    skip1, i = _view1(meta, i)
+    bias0, i = _view1(meta, i)
+    bias1, i = _view1(meta, i)
+    gate, i = _view3(meta, i)
+    inputs = (u, (delta0, delta1), (proj0, proj1), (a0, a1), (skip0, skip1), (bias0, bias1), gate)
+    offsets = (meta[i], meta[i + 1])
+    flags = (meta[i + 2] != 0, meta[i + 3] != 0, meta[i + 4] != 0, meta[i + 5] != 0, meta[i + 6] != 0)
+    flags = (*flags, meta[i + 7] != 0)
+    return inputs, offsets, flags, meta[i + 8], i + 9
+
+
+def _kernel_conv_forward_body(data):
+    meta, ntasks, i = _meta(data)
+    xz, i = _view3(meta, i)
+    mask, i = _view2(meta, i)
+    weight0, i = _view2(meta, i)
+    weight1, i = _view2(meta, i)
+    bias0, i = _view1(meta, i)
+    bias1, i = _view1(meta, i)
+    flags, blocks = (meta[i] != 0, meta[i + 1] != 0), meta[i + 2]
+    out, i = _view4(meta, i + 3)
+    task = _next_task(data)
+    while task < ntasks:
+        _conv_forward_tasks((task, task + 1), xz, mask, (weight0, weight1), (bias0, bias1), flags, blocks, out)
+        task = _next_task(data)
+
+
+def _kernel_conv_backward_body(data):
+    meta, ntasks, i = _meta(data)
+    xz, i = _view3(meta, i)
+    mask, i = _view2(meta, i)
+    weight0, i = _view2(meta, i)
+    weight1, i = _view2(meta, i)
+    bias0, i = _view1(meta, i)
+    bias1, i = _view1(meta, i)
+    flags, blocks = (meta[i] != 0, meta[i + 1] != 0), meta[i + 2]
+    dout, i = _view4(meta, i + 3)
+    dxz, i = _view3(meta, i)
+    dweight, i = _view4(meta, i)
+    dbias, i = _view3(meta, i)
+    weights, biases, grads = (weight0, weight1), (bias0, bias1), (dxz, dweight, dbias)
+    task = _next_task(data)
+    while task < ntasks:
+        _conv_backward_tasks((task, task + 1), xz, mask, weights, biases, flags, blocks, dout, grads)
+        task = _next_task(data)
+
+
+def _kernel_scan_forward_body(data):
+    meta, ntasks, i = _meta(data)
+    inputs, offsets, flags, blocks, i = _scan_inputs_view(meta, i)
+    out, i = _view3(meta, i)
+    ypre, i = _view3(meta, i)
+    states, i = _view5(meta, i)
+    dt, i = _view4(meta, i)
+    task = _next_task(data)
+    while task < ntasks:
+        _scan_forward_tasks((task, task + 1), inputs, offsets, flags, blocks, (out, ypre, states, dt))
+        task = _next_task(data)
+
+
+def _kernel_scan_backward_body(data):
+    meta, ntasks, i = _meta(data)
+    inputs, offsets, flags, blocks, i = _scan_inputs_view(meta, i)
+    ypre, i = _view3(meta, i)
+    states, i = _view5(meta, i)
+    dt, i = _view4(meta, i)
+    dout, i = _view3(meta, i)
+    du, i = _view4(meta, i)
+    ddelta, i = _view4(meta, i)
+    dbc, i = _view5(meta, i)
+    dA, i = _view4(meta, i)
+    dD, i = _view3(meta, i)
+    dbias, i = _view3(meta, i)
+    dgate, i = _view3(meta, i)
+    gy, i = _view3(meta, i)
+    grads = (du, ddelta, dbc, dA, dD, dbias, dgate, gy)
+    task = _next_task(data)
+    while task < ntasks:
+        _scan_backward_tasks((task, task + 1), inputs, offsets, flags, blocks, (ypre, states, dt), dout, grads)
+        task = _next_task(data)
+
+
 def _build_cpu_kernels():
     """Import numba and JIT-wrap the kernels (compiled on their first call, cached to disk next to this file,
     or in numba's user-wide cache dir if this file's folder is read-only, or not at all if neither is writable)."""
@@ -771,6 +899,16 @@ def _build_cpu_kernels():
             return numba.njit(**options)(fn)
         except Exception:  # no writable cache location for this source file: compile without a disk cache
             return numba.njit(**{**options, "cache": False})(fn)
+
+    def compile_body(fn):
+        """A task body as a C function `void body(void *packed_arguments)`, compiled now (on first use of the
+        kernels, or loaded from the disk cache)."""
+        signature = types.void(types.voidptr)
+        options = {"cache": True, "fastmath": contract, "error_model": "numpy"}
+        try:
+            return numba.cfunc(signature, **options)(fn)
+        except Exception:
+            return numba.cfunc(signature, **{**options, "cache": False})(fn)
 
     @intrinsic
     def f32_bits(typingctx, x):
@@ -800,7 +938,29 @@ def _build_cpu_kernels():
 
         return types.none(), codegen
 
+    @intrinsic
+    def address(typingctx, value):
+        """The int64 `value` as a pointer (an array's address, packed by _pack_arguments)."""
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+
+        return types.voidptr(types.int64), codegen
+
+    @intrinsic
+    def next_task(typingctx, counter):
+        """Add 1 to the int64 that `counter` points at, atomically (threads share it); the value before."""
+
+        def codegen(context, builder, signature, args):
+            pointer = builder.bitcast(args[0], ir.IntType(64).as_pointer())
+            return builder.atomic_rmw("add", pointer, ir.Constant(ir.IntType(64), 1), "monotonic")
+
+        return types.int64(types.voidptr), codegen
+
     g = globals()
+    g["_carray"] = numba.carray
+    g["_kernel_address"] = address
+    g["_next_task"] = next_task
     g["_kernel_f32_bits"] = f32_bits
     g["_kernel_f32_from_bits"] = f32_from_bits
     g["_wide_vectors"] = wide_vectors
@@ -817,14 +977,13 @@ def _build_cpu_kernels():
     g["_channels_last"] = jit(_kernel_channels_last, inline="always")
     g["_decays"] = jit(_kernel_decays, inline="always")
     g["_adjoint_step"] = jit(_kernel_adjoint_step, fastmath={"contract", "reassoc"})
-    return {
-        "numba": numba,
-        "conv_forward": jit(_kernel_conv_forward),
-        "conv_backward": jit(_kernel_conv_backward),
-        "scan_forward": jit(_kernel_scan_forward),
-        "scan_backward": jit(_kernel_scan_backward),
-        "expf": g["_expf"],
-    }
+    kernels = {"numba": numba, "expf": g["_expf"]}
+    for view in ("_view1", "_view2", "_view3", "_view4", "_view5", "_meta", "_scan_inputs_view"):
+        g[view] = jit(g["_kernel" + view], inline="always")
+    for name in ("conv_forward", "conv_backward", "scan_forward", "scan_backward"):
+        kernels[name] = g[f"_{name}_tasks"] = jit(g[f"_kernel_{name}"])
+    kernels["compile_body"] = compile_body
+    return kernels
 
 
 def _load_cpu_kernels():
@@ -856,8 +1015,18 @@ def _kernels():
     return kernels
 
 
+# torch's intra-op threads are an OpenMP team on Linux and macOS builds. After each parallel operator they spin for
+# a while waiting for the next one (OMP_WAIT_POLICY unset, as users run): a kernel on threads of its own then
+# shares the cores with spinning threads and ran up to twice as slow (benchmarks/scan.py --threads-study). So the
+# kernels run on that team itself: GOMP_parallel, the entry point of GCC's and LLVM's OpenMP runtimes, runs a task
+# body on every thread of the calling thread's team, which the spinning threads pick up at once.
+_openmp = None  # (GOMP_parallel or None,) once looked up
+_bodies = {}  # kernel name -> address of its compiled task body
+
+
 class _TaskThreads:
-    """Worker threads that run kernel task ranges beside the calling thread.
+    """Worker threads that run kernel task ranges beside the calling thread, where torch has no OpenMP team to run
+    them on (other builds, a forked child).
 
     The kernels release the GIL and run on plain Python threads, as many as torch's intra-op threads, rather than
     in numba's parallel pool: with numba's OpenMP pool and torch's both spinning on the same cores, each stalled the
@@ -902,15 +1071,33 @@ def _reset_task_threads() -> None:
     _task_threads, _task_lock = _TaskThreads(), threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    """A forked child (a DataLoader worker) has none of its parent's threads: new task threads, and no OpenMP team
+    (GNU OpenMP hangs starting a team in the child of a process that ran one; torch's own operators there too)."""
+    global _openmp
+    _reset_task_threads()
+    _openmp = (None,)
+
+
 _reset_task_threads()
-if hasattr(os, "register_at_fork"):  # a forked child (a DataLoader worker) has none of its parent's threads
-    os.register_at_fork(after_in_child=_reset_task_threads)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _run_tasks(name: str, ntasks: int, *args) -> None:
-    """Run kernel `name` over tasks [0, ntasks), split across torch's thread count (on the calling thread alone
-    while another thread's call holds the workers)."""
+    """Run kernel `name` over tasks [0, ntasks), split across torch's thread count: on torch's own OpenMP team
+    where torch has one, else on the task threads (on the calling thread alone while another thread's call holds
+    them)."""
     kernel = _kernels()[name]
+    threads = min(torch.get_num_threads(), ntasks)
+    if threads <= 1:
+        kernel((0, ntasks), *args)
+        return
+    team = _openmp_team()
+    if team is not None:
+        packed = _pack_arguments(ntasks, args)
+        team(_task_body(name), packed.ctypes.data, threads, 0)
+        return
     if not _task_lock.acquire(blocking=False):
         kernel((0, ntasks), *args)
         return
@@ -918,6 +1105,57 @@ def _run_tasks(name: str, ntasks: int, *args) -> None:
         _task_threads.run(kernel, ntasks, args)
     finally:
         _task_lock.release()
+
+
+def _openmp_team():
+    """torch's `GOMP_parallel(body, data, num_threads, flags)` as a ctypes function, or None where torch's
+    intra-op threads are not an OpenMP team with that entry point (other builds, a broken lookup)."""
+    global _openmp
+    if _openmp is None:
+        team = None
+        try:
+            if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+                import ctypes
+
+                # dlsym through torch's own extension finds the OpenMP runtime torch itself calls
+                team = ctypes.CDLL(torch._C.__file__).GOMP_parallel
+                team.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+                team.restype = None
+        except (OSError, AttributeError):
+            team = None
+        _openmp = (team,)
+    return _openmp[0]
+
+
+def _task_body(name: str) -> int:
+    """The address of kernel `name`'s task body (compiled on first use)."""
+    address = _bodies.get(name)
+    if address is None:
+        with _cpu_lock:
+            if name not in _bodies:
+                _bodies[name] = _kernels()["compile_body"](globals()[f"_kernel_{name}_body"]).address
+            address = _bodies[name]
+    return address
+
+
+def _pack_arguments(ntasks: int, args: tuple) -> np.ndarray:
+    """The int64 array a task body reads: [task counter, length, ntasks, then `args` flattened in order: each array
+    as its address and shape, each tuple item by item, each flag or integer as is]."""
+    packed = [0, 0, ntasks]
+
+    def add(value):
+        if isinstance(value, np.ndarray):
+            packed.append(value.__array_interface__["data"][0])
+            packed.extend(value.shape)
+        elif isinstance(value, tuple):
+            for item in value:
+                add(item)
+        else:
+            packed.append(int(value))
+
+    add(args)
+    packed[1] = len(packed)
+    return np.array(packed, dtype=np.int64)
 
 
 def _channel_blocks(batch: int, dim: int) -> int:
@@ -942,9 +1180,11 @@ def _np(t: torch.Tensor | None, rank: int = 1) -> np.ndarray:
     return t.detach().numpy()
 
 
-def _nps(tensors: list, ndir: int, rank: int = 1) -> tuple:
-    """One array per direction (dummies for an absent optional parameter: an empty list)."""
-    return tuple(_np(t) for t in tensors) if tensors else (_DUMMY[rank],) * ndir
+def _nps(tensors: list, rank: int = 1) -> tuple:
+    """One array per direction, always two (the kernels read the first S; one compiled signature for S = 1 and 2),
+    dummies for an absent optional parameter (an empty list)."""
+    arrays = tuple(_np(t) for t in tensors) if tensors else (_DUMMY[rank],)
+    return arrays + arrays[-1:] * (2 - len(arrays))
 
 
 def _conv_forward(xz, mask, weight, bias, dim):
@@ -952,7 +1192,7 @@ def _conv_forward(xz, mask, weight, bias, dim):
     out = torch.empty(ndir, batch, length, dim)
     flags = (mask is not None, bool(bias))
     blocks = _channel_blocks(batch, dim)
-    args = (_np(xz), _np(mask, 2), _nps(weight, ndir, 2), _nps(bias, ndir), flags, blocks, out.numpy())
+    args = (_np(xz), _np(mask, 2), _nps(weight, 2), _nps(bias), flags, blocks, out.numpy())
     _run_tasks("conv_forward", batch * blocks, *args)
     return out
 
@@ -965,20 +1205,19 @@ def _conv_backward(grad, xz, mask, weight, bias):
     flags = (mask is not None, bool(bias))
     blocks = _channel_blocks(batch, dim)
     grads = (dxz.numpy(), dweight.numpy(), dbias.numpy())
-    args = (_np(xz), _np(mask, 2), _nps(weight, ndir, 2), _nps(bias, ndir), flags, blocks, _np(grad), grads)
+    args = (_np(xz), _np(mask, 2), _nps(weight, 2), _nps(bias), flags, blocks, _np(grad), grads)
     _run_tasks("conv_backward", batch * blocks, *args)
     return dxz, dweight.sum(0), dbias.sum(0)
 
 
 def _scan_inputs(u, delta, proj, A, D, delta_bias, gate):
-    ndir = u.shape[0]
     return (
         _np(u),
-        _nps(delta, ndir),
-        _nps(proj, ndir),
-        _nps(A, ndir, 2),
-        _nps(D, ndir),
-        _nps(delta_bias, ndir),
+        _nps(delta),
+        _nps(proj),
+        _nps(A, 2),
+        _nps(D),
+        _nps(delta_bias),
         _np(gate, 3),
     )
 

@@ -2,6 +2,7 @@
 L=5000, dtypes, dispatch, and ONNX export of the pure-PyTorch scan."""
 
 import ast
+import concurrent.futures
 import functools
 import importlib.util
 import logging
@@ -236,25 +237,52 @@ def test_kernel_custom_ops_pass_opcheck():
         assert set(results.values()) == {"SUCCESS"}, results
 
 
-def test_kernels_give_the_same_numbers_on_any_thread_count(monkeypatch):
-    """Tasks split over channel blocks and threads: the forward values are identical bit for bit with 1 or 2
-    threads (a channel's arithmetic does not depend on its block), gradients agree to float32 rounding."""
+def kernel_results(conv_args, scan_args):
+    """The two kernels' outputs and the gradients of every input, through the custom ops."""
+    u = ss._kernel_conv(*conv_args)
+    out = ss._kernel_scan(u, *scan_args[1:-1])
+    leaves = [conv_args[0], *conv_args[2], *scan_args[1], *scan_args[2], *scan_args[3], *scan_args[5]]
+    return u, out, torch.autograd.grad(out.square().sum(), leaves)
+
+
+def test_kernels_give_the_same_numbers_on_any_thread_count_and_pool(monkeypatch):
+    """Tasks split over channel blocks and threads: the forward values are identical bit for bit with 1 thread, on
+    torch's OpenMP team and on the fallback task threads (a channel's arithmetic does not depend on its block or
+    thread), gradients agree to float32 rounding."""
     conv_args, scan_args = kernel_op_inputs(seed=1)
-    results = []
-    for threads in (1, 2):
+    results = {}
+    for threads, team in ((1, "openmp"), (2, "openmp"), (2, "task threads")):
         monkeypatch.setattr(torch, "get_num_threads", lambda threads=threads: threads)
-        u = ss._kernel_conv(*conv_args)
-        out = ss._kernel_scan(u, *scan_args[1:-1])
-        leaves = [conv_args[0], *conv_args[2], *scan_args[1], *scan_args[2], *scan_args[3], *scan_args[5]]
-        grads = torch.autograd.grad(out.square().sum(), leaves)
-        results.append((u, out, grads))
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
-    for one, two in zip(results[0][2], results[1][2]):
-        torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-6)
+        if team == "task threads":
+            monkeypatch.setattr(ss, "_openmp", (None,))
+        results[threads, team] = kernel_results(conv_args, scan_args)
+    one = results[1, "openmp"]
+    for other in list(results.values())[1:]:
+        assert torch.equal(one[0], other[0]) and torch.equal(one[1], other[1])
+        for first, second in zip(one[2], other[2]):
+            torch.testing.assert_close(first, second, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(
+    "parallel backend: OpenMP" not in torch.__config__.parallel_info(), reason="torch's threads are not OpenMP"
+)
+def test_kernels_run_on_torchs_openmp_team_and_from_several_threads_at_once(monkeypatch):
+    """Where torch's intra-op threads are an OpenMP team the kernels run on it (GOMP_parallel found through torch),
+    and calls from several Python threads at once (each the master of its own team) give the same numbers."""
+    assert ss._openmp_team() is not None
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    inputs = make_inputs(3, 64, 4, 40, dtype=torch.float32)
+    expected = selective_scan(**inputs, delta_softplus=True, backend="cpu_kernel")
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        outputs = list(
+            pool.map(lambda _: selective_scan(**inputs, delta_softplus=True, backend="cpu_kernel"), range(16))
+        )
+    assert all(torch.equal(out, expected) for out in outputs)
 
 
 def test_kernels_run_in_a_forked_child(monkeypatch):
-    """The kernel threads do not survive a fork (a DataLoader worker): the child starts its own."""
+    """Neither the OpenMP team nor the task threads survive a fork (a DataLoader worker): the child starts task
+    threads of its own (GNU OpenMP would hang starting a team there)."""
     multiprocessing = pytest.importorskip("multiprocessing")
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     inputs = make_inputs(2, 64, 4, 20, dtype=torch.float32)
