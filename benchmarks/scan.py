@@ -5,7 +5,7 @@
     python -m benchmarks.scan --json out.json
 
 Method (printed with the results):
-- torch.set_num_threads(--threads, default 2); the numba kernel runs on as many threads (its own Python threads).
+- torch.set_num_threads(--threads, default 2); the numba kernel runs on as many threads (torch's own OpenMP team).
 - Times are wall-clock medians of --reps runs (default 10) after one warm-up run (which also compiles the numba
   kernel or loads it from numba's disk cache), the backends interleaved round by round. Where --reps runs would take over --budget seconds (default 60)
   a figure gets fewer (at least 3; the reference possibly none, then the warm-up run is reported, n = "1w");
@@ -262,7 +262,8 @@ def training_step_rows(args, tokens_list, backends):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Thread pools (--threads-study): numba's parallel pools against the kernels' own Python threads, beside torch
+# Thread pools (--threads-study): numba's parallel pools against the kernels' own Python threads, beside torch;
+# then the model's mixer on torch's OpenMP team (the library's default) against the task threads (its fallback)
 # ----------------------------------------------------------------------------------------------------------------
 
 THREAD_MODES = {  # mode: (how the kernel's two tasks run, NUMBA_THREADING_LAYER)
@@ -331,6 +332,57 @@ def thread_study_worker(mode: str, calls: int) -> dict:
     return summary
 
 
+MIXER_MODES = ("torch's OpenMP team", "task threads")
+
+
+def mixer_study_worker(mode: str, calls: int) -> dict:
+    """In a fresh process: the median time of one default ECGMamba mixer (in_proj, the fused kernels, out_proj) on
+    63 tokens (a 10 s record) at batch 1 and 32, the kernels on `mode`, torch on 2 threads. Its in_proj is a torch
+    operator right before the kernels, as in the model: torch's threads are spinning when the kernels start."""
+    from modeling_ecgmamba import ECGMambaConfig, ECGMambaModel
+
+    torch.set_num_threads(2)
+    if mode == "task threads":
+        scan._openmp = (None,)
+    torch.manual_seed(0)
+    mixer = ECGMambaModel(ECGMambaConfig()).eval().layers[0].mixer  # initialised as in a model
+    summary = {"openmp_team": scan._openmp_team() is not None}
+    with torch.inference_mode():
+        for batch in (1, 32):
+            tokens = torch.randn(batch, 63, mixer.config.hidden_size)
+            runs = max(5, calls // batch)
+            times = []
+            for i in range(runs + 5):
+                start = time.perf_counter()
+                mixer(tokens)
+                if i >= 5:
+                    times.append(time.perf_counter() - start)
+            summary[f"batch {batch}"] = {"median_us": 1e6 * statistics.median(times), "calls": runs}
+    return summary
+
+
+def mixer_study(calls: int) -> list[dict]:
+    """Every MIXER_MODES mode under both OMP_WAIT_POLICY settings, each in a fresh process."""
+    import subprocess
+    import sys
+
+    rows = []
+    for policy in ("default", "PASSIVE"):
+        for mode in MIXER_MODES:
+            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            if policy != "default":
+                env["OMP_WAIT_POLICY"] = policy
+            command = [sys.executable, "-m", "benchmarks.scan", "--_mixer-worker", mode, "--thread-calls", str(calls)]
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                raise RuntimeError(f"mixer study worker {mode!r} failed: {done.stderr[-2000:]}")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append({"omp_wait_policy": policy, "mode": mode, **result})
+            cells = "  ".join(f"batch {b} {result[f'batch {b}']['median_us']:9.1f}" for b in (1, 32))
+            print(f"  {policy:<8} {mode:<20} {cells}", flush=True)
+    return rows
+
+
 def thread_study(calls: int) -> list[dict]:
     """Every THREAD_MODES mode under both OMP_WAIT_POLICY settings (torch's and numba's OpenMP threads spin after
     a parallel region by default; PASSIVE makes them sleep), each in a fresh process."""
@@ -387,13 +439,18 @@ def main(argv=None):
     parser.add_argument(
         "--threads-study",
         action="store_true",
-        help="only the thread-pool study: numba's pools vs the kernels' Python threads beside torch's OpenMP",
+        help="only the thread-pool studies: numba's pools vs Python threads beside torch's OpenMP, and the model's "
+        "mixer with its kernels on torch's OpenMP team vs on the task threads",
     )
     parser.add_argument("--thread-calls", type=int, default=2000, help="calls per figure of the thread study")
     parser.add_argument("--_thread-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--_mixer-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._thread_worker:
         print(json.dumps(thread_study_worker(args._thread_worker, args.thread_calls)))
+        return []
+    if args._mixer_worker:
+        print(json.dumps(mixer_study_worker(args._mixer_worker, args.thread_calls)))
         return []
     if args.threads_study:
         print(
@@ -401,6 +458,11 @@ def main(argv=None):
             "it; median / mean in us, 2 threads, one fresh process per row"
         )
         study = {"loadavg_start": os.getloadavg(), "rows": thread_study(args.thread_calls)}
+        print(
+            "mixer study: one ECGMamba mixer (in_proj, fused kernels, out_proj) on 63 tokens right after its in_proj, "
+            "the kernels on torch's OpenMP team or on the task threads; median in us, one fresh process per row"
+        )
+        study["mixer_rows"] = mixer_study(args.thread_calls)
         study["loadavg_end"] = os.getloadavg()
         print(f"load average start {study['loadavg_start']}, end {study['loadavg_end']}")
         if args.json:
