@@ -932,7 +932,10 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--before",
-        help="add each model as the library at this path defines it (another checkout), same weights, same rounds",
+        help="add each model as the library at this path defines it (another checkout), same weights, same rounds. "
+        "Its worker is a second process whose OpenMP threads spin after each call unless OMP_WAIT_POLICY is PASSIVE, "
+        "taking the cores from the next call in this one: pair it with --omp_wait_policy PASSIVE, or run each "
+        "checkout's benchmark on its own for the figures users see",
     )
     parser.add_argument("--profile", action="store_true", help="print the time per component of every column")
     parser.add_argument("--profile_reps", type=int, default=5, help="calls averaged per component figure")
@@ -1014,6 +1017,11 @@ def add_columns(models: dict, info: dict, args, device, log) -> tuple[dict, Befo
     if args.before:
         worker = BeforeWorker(args.before, models, args)
         log(f"  --before: {worker.library} (git {git_commit(args.before)}), this run's weights")
+        if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+            log(
+                "  warning: OMP_WAIT_POLICY is not PASSIVE: each process's spinning threads slow the other's next call "
+                "(see --before's help); the columns are not the figures a user sees"
+            )
         for name in names:
             key = f"{name} before"
             columns[key] = BeforeModel(worker, name)
