@@ -354,13 +354,16 @@ def _warn_once(key: str, message: str, *args) -> None:
 # with their flag False, so that each kernel has one compiled signature. Arithmetic may contract a * b + c into one
 # fused multiply-add ("contract"); only _kernel_adjoint_step may also reassociate its sums over channels, which
 # LLVM needs to vectorise them (never the exponential's range reduction, which reassociation would break).
-_expf = _exp_decay = _silu = _log = _softplus = _task = _conv_at = _time_steps = _step_inputs = _channels_last = (
-    _decays
-) = _adjoint_step = _wide_vectors = _kernel_f32_bits = _kernel_f32_from_bits = _kernel_address = _next_task = None
+_exp2_decay = _expf = _exp_decay = _silu = _log = _softplus = _task = _conv_at = _time_steps = _step_inputs = (
+    _channels_last
+) = _decays = _adjoint_step = _wide_vectors = _kernel_f32_bits = _kernel_f32_from_bits = _kernel_address = (
+    _next_task
+) = None
 _carray = _view1 = _view2 = _view3 = _view4 = _view5 = _meta = _scan_inputs_view = None
 _conv_forward_tasks = _conv_backward_tasks = _scan_forward_tasks = _scan_backward_tasks = None
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
+_LOG2E = np.float32(1.4426950408889634)
 _KERNEL_CHUNK = 32  # steps between the states the forward pass saves for the backward pass's recomputation
 
 
@@ -376,7 +379,7 @@ def _kernel_expf(x):
 
 
 def _kernel_exp_decay(x):
-    """exp(x) for x <= 88 (every decay exp(dt * A) has x <= 0): _kernel_expf without the overflow branch."""
+    """exp(x) for x <= 88 (softplus clamps its argument at 20): _kernel_expf without the overflow branch."""
     xc = x if x > np.float32(-87.0) else np.float32(-87.0)
     k = xc * np.float32(1.44269504088896341) + np.float32(12582912.0)
     fk = k - np.float32(12582912.0)
@@ -390,6 +393,25 @@ def _kernel_exp_decay(x):
     p = p * r * r + r + _ONE
     res = p * _kernel_f32_from_bits((_kernel_f32_bits(k) - np.int32(0x4B400000) + np.int32(127)) << np.int32(23))
     return res if x > np.float32(-87.33654) else _ZERO
+
+
+def _kernel_exp2_decay(x):
+    """2^x for x <= 0, within 2e-7 relative: the decays exp(dt A) = 2^(dt A log2(e)), with A log2(e) computed once per
+    task. Cheaper than _kernel_exp_decay (no ln 2 range reduction: f = x - round(x) is exact) in the scan's innermost
+    loop, where it runs once per state, channel and step. Cephes' exp2f polynomial on [-0.5, 0.5]; 0 below -126."""
+    xc = x if x > np.float32(-126.0) else np.float32(-126.0)
+    k = xc + np.float32(12582912.0)  # round to nearest
+    fk = k - np.float32(12582912.0)
+    f = xc - fk
+    p = np.float32(1.535336188319500e-4)
+    p = p * f + np.float32(1.339887440266574e-3)
+    p = p * f + np.float32(9.618437357674640e-3)
+    p = p * f + np.float32(5.550332471162809e-2)
+    p = p * f + np.float32(2.402264791363012e-1)
+    p = p * f + np.float32(6.931472028550421e-1)
+    p = p * f + _ONE
+    res = p * _kernel_f32_from_bits((_kernel_f32_bits(k) - np.int32(0x4B400000) + np.int32(127)) << np.int32(23))
+    return res if x > np.float32(-126.0) else _ZERO
 
 
 def _kernel_silu(x):
@@ -581,6 +603,9 @@ def _kernel_scan_forward(tasks, inputs, offsets, flags, blocks, outputs):
         dtu = np.empty(w, dtype=np.float32)
         for s in range(ndir):
             _decays(A[s], log_a, d0, a)
+            for n in range(nstate):  # a becomes A log2(e): the decays are 2^(dt a)
+                for j in range(w):
+                    a[n, j] *= _LOG2E
             proj_s = proj[s]
             h[:] = _ZERO
             for i in range(length):
@@ -598,7 +623,7 @@ def _kernel_scan_forward(tasks, inputs, offsets, flags, blocks, outputs):
                     bn = proj_s[b, t, b_off + n]
                     cn = proj_s[b, t, b_off + nstate + n]
                     for j in range(w):
-                        v = _exp_decay(dtv[j] * a[n, j]) * h[n, j] + dtu[j] * bn
+                        v = _exp2_decay(dtv[j] * a[n, j]) * h[n, j] + dtu[j] * bn
                         h[n, j] = v
                         y[j] += cn * v
                 if has_d:
@@ -685,6 +710,7 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
                 for j in range(w):
                     gy_row[j] = scale * grad[j]
         a = np.empty((nstate, w), dtype=np.float32)
+        a2 = np.empty((nstate, w), dtype=np.float32)
         hs = np.empty((_KERNEL_CHUNK + 1, nstate, w), dtype=np.float32)
         es = np.empty((_KERNEL_CHUNK, nstate, w), dtype=np.float32)
         adj = np.empty((nstate, w), dtype=np.float32)
@@ -698,6 +724,9 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
         dtu = np.empty(w, dtype=np.float32)
         for s in range(ndir):
             _decays(A[s], log_a, d0, a)
+            for n in range(nstate):  # the forward pass's exponents, to recompute its decays exactly
+                for j in range(w):
+                    a2[n, j] = a[n, j] * _LOG2E
             proj_s = proj[s]
             adj[:] = _ZERO
             da[:] = 0.0
@@ -714,7 +743,7 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
                     for n in range(nstate):
                         bn = proj_s[b, t, b_off + n]
                         for j in range(w):
-                            e = _exp_decay(dtv[j] * a[n, j])
+                            e = _exp2_decay(dtv[j] * a2[n, j])
                             es[k, n, j] = e
                             hs[k + 1, n, j] = e * hs[k, n, j] + dtu[j] * bn
                 # 3. Adjoint recurrence back through the chunk.
@@ -969,6 +998,7 @@ def _build_cpu_kernels():
     g["_wide_vectors"] = wide_vectors
     # Inlined in numba IR (inline="always") so that the callers' loops vectorise.
     g["_exp_decay"] = jit(_kernel_exp_decay, inline="always")
+    g["_exp2_decay"] = jit(_kernel_exp2_decay, inline="always")
     g["_expf"] = jit(_kernel_expf, inline="always")
     g["_silu"] = jit(_kernel_silu, inline="always")
     g["_task"] = jit(_kernel_task, inline="always")
