@@ -38,3 +38,16 @@ def test_thread_study_worker_times_the_kernel_threads_beside_torch():
     assert result["threading_layer"] == "-"
     for part in ("kernel", "torch op alone", "torch op after kernel"):
         assert result[part]["median_us"] > 0 and result[part]["mean_us"] > 0
+
+
+def test_mixer_study_worker_times_the_mixer_on_both_pools(monkeypatch):
+    """Both rows of the mixer study in process: the default ECGMamba mixer at batch 1 and 32, its kernels on torch's
+    OpenMP team or on the task threads (the worker forces the latter; restored after the test)."""
+    selective_scan = scan_benchmark.scan
+    monkeypatch.setattr(selective_scan, "_openmp", selective_scan._openmp)
+    team_available = selective_scan._openmp_team() is not None
+    for mode in scan_benchmark.MIXER_MODES:
+        result = scan_benchmark.mixer_study_worker(mode, calls=4)
+        assert result["openmp_team"] == (team_available and mode == "torch's OpenMP team")
+        for batch in (1, 32):
+            assert result[f"batch {batch}"]["median_us"] > 0 and result[f"batch {batch}"]["calls"] >= 5
