@@ -1014,7 +1014,10 @@ def _build_cpu_kernels():
     for view in ("_view1", "_view2", "_view3", "_view4", "_view5", "_meta", "_scan_inputs_view"):
         g[view] = jit(g["_kernel" + view], inline="always")
     for name in ("conv_forward", "conv_backward", "scan_forward", "scan_backward"):
-        kernels[name] = g[f"_{name}_tasks"] = jit(g[f"_kernel_{name}"])
+        kernels[name] = jit(g[f"_kernel_{name}"])  # called from Python: the fallback and single-thread path
+        # Inlined into its task body, so that a body compiles the kernel once: calling a compiled kernel from the
+        # body instead linked its code in and optimised it a second time.
+        g[f"_{name}_tasks"] = jit(g[f"_kernel_{name}"], inline="always")
     kernels["compile_body"] = compile_body
     return kernels
 
@@ -1050,7 +1053,7 @@ def _kernels():
 
 # torch's intra-op threads are an OpenMP team on Linux and macOS builds. After each parallel operator they spin for
 # a while waiting for the next one (OMP_WAIT_POLICY unset, as users run): a kernel on threads of its own then
-# shares the cores with spinning threads and ran up to twice as slow (benchmarks/scan.py --threads-study). So the
+# shares the cores with spinning threads and ran up to 2.7x as slow (benchmarks/scan.py --threads-study). So the
 # kernels run on that team itself: GOMP_parallel, the entry point of GCC's and LLVM's OpenMP runtimes, runs a task
 # body on every thread of the calling thread's team, which the spinning threads pick up at once.
 _openmp = None  # (GOMP_parallel or None,) once looked up
