@@ -55,7 +55,11 @@ def test_quick_run_reports_every_model_with_positive_figures(quick_report):
             assert case["status"] == "ok", (name, label, case)
             assert _positive(case["median_s"]) and case["reps"] >= 1, (name, label, case)
             if not name.endswith(" before"):  # memory is measured for this checkout's models
-                assert _positive(case["peak_mb"]), (name, label, case)
+                # A forward at batch 1 or 2 needs well under a megabyte, which the resident-set growth may not show
+                # (pages the allocator reuses, once 0.0 on CI); a training step's megabytes of activations always do.
+                peak = case["peak_mb"]
+                assert isinstance(peak, (int, float)) and math.isfinite(peak) and peak >= 0, (name, label, case)
+                assert _positive(peak) or not label.startswith("train"), (name, label, case)
     assert report["models"]["ecgmamba"]["scan_backend"] in ("cpu_kernel", "torch")
     assert "GFLOPs / record 10 s" in stdout and "fewer FLOPs than xresnet1d101" in stdout
 
