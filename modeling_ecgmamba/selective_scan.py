@@ -356,10 +356,10 @@ def _warn_once(key: str, message: str, *args) -> None:
 # LLVM needs to vectorise them (never the exponential's range reduction, which reassociation would break).
 _exp2_decay = _expf = _exp_decay = _silu = _log = _softplus = _task = _conv_at = _time_steps = _step_inputs = (
     _channels_last
-) = _decays = _adjoint_step = _wide_vectors = _kernel_f32_bits = _kernel_f32_from_bits = _kernel_address = (
-    _next_task
-) = None
-_carray = _view1 = _view2 = _view3 = _view4 = _view5 = _meta = _scan_inputs_view = None
+) = _decays = _decay_exponents = _adjoint_step = _wide_vectors = _kernel_f32_bits = _kernel_f32_from_bits = (
+    _kernel_address
+) = _next_task = None
+_carray = _view1 = _view2 = _view3 = _view4 = _view5 = _meta = _conv_inputs_view = _scan_inputs_view = None
 _conv_forward_tasks = _conv_backward_tasks = _scan_forward_tasks = _scan_backward_tasks = None
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
@@ -579,6 +579,14 @@ def _kernel_decays(A, log_a, d0, a):
                 a[n, j] = -_expf(a[n, j])
 
 
+def _kernel_decay_exponents(a, out):
+    """out = a log2(e) ((N, w) arrays; out may be a): the decays exp(dt A) are 2^(dt out). One definition for the
+    forward scan and the backward pass, which must recompute the forward's decays bit for bit."""
+    for n in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[n, j] = a[n, j] * _LOG2E
+
+
 def _kernel_scan_forward(tasks, inputs, offsets, flags, blocks, outputs):
     """Selective scan of every direction, D skip, average of the directions and gate (see the layout above); the
     time steps are dt = softplus(delta + bias), computed here.
@@ -603,9 +611,7 @@ def _kernel_scan_forward(tasks, inputs, offsets, flags, blocks, outputs):
         dtu = np.empty(w, dtype=np.float32)
         for s in range(ndir):
             _decays(A[s], log_a, d0, a)
-            for n in range(nstate):  # a becomes A log2(e): the decays are 2^(dt a)
-                for j in range(w):
-                    a[n, j] *= _LOG2E
+            _decay_exponents(a, a)  # a becomes A log2(e): the decays are 2^(dt a)
             proj_s = proj[s]
             h[:] = _ZERO
             for i in range(length):
@@ -724,9 +730,7 @@ def _kernel_scan_backward(tasks, inputs, offsets, flags, blocks, saved, dout, gr
         dtu = np.empty(w, dtype=np.float32)
         for s in range(ndir):
             _decays(A[s], log_a, d0, a)
-            for n in range(nstate):  # the forward pass's exponents, to recompute its decays exactly
-                for j in range(w):
-                    a2[n, j] = a[n, j] * _LOG2E
+            _decay_exponents(a, a2)  # the forward pass's, to recompute its decays exactly
             proj_s = proj[s]
             adj[:] = _ZERO
             da[:] = 0.0
@@ -819,6 +823,18 @@ def _kernel_view5(meta, i):
     return _carray(_kernel_address(meta[i]), shape, np.float32), i + 6
 
 
+def _kernel_conv_inputs_view(meta, i):
+    """The convolution kernels' (xz, mask, weight, bias, flags, blocks) arguments, and the index after them."""
+    xz, i = _view3(meta, i)
+    mask, i = _view2(meta, i)
+    weight0, i = _view2(meta, i)
+    weight1, i = _view2(meta, i)
+    bias0, i = _view1(meta, i)
+    bias1, i = _view1(meta, i)
+    flags = (meta[i] != 0, meta[i + 1] != 0)
+    return xz, mask, (weight0, weight1), (bias0, bias1), flags, meta[i + 2], i + 3
+
+
 def _kernel_scan_inputs_view(meta, i):
     """The scan kernels' (inputs, offsets, flags, blocks) arguments, and the index after them."""
     u, i = _view4(meta, i)
@@ -835,44 +851,31 @@ def _kernel_scan_inputs_view(meta, i):
     gate, i = _view3(meta, i)
     inputs = (u, (delta0, delta1), (proj0, proj1), (a0, a1), (skip0, skip1), (bias0, bias1), gate)
     offsets = (meta[i], meta[i + 1])
-    flags = (meta[i + 2] != 0, meta[i + 3] != 0, meta[i + 4] != 0, meta[i + 5] != 0, meta[i + 6] != 0)
-    flags = (*flags, meta[i + 7] != 0)
-    return inputs, offsets, flags, meta[i + 8], i + 9
+    has_d, has_z, has_bias = meta[i + 2] != 0, meta[i + 3] != 0, meta[i + 4] != 0
+    log_a, softplus, save = meta[i + 5] != 0, meta[i + 6] != 0, meta[i + 7] != 0
+    return inputs, offsets, (has_d, has_z, has_bias, log_a, softplus, save), meta[i + 8], i + 9
 
 
 def _kernel_conv_forward_body(data):
     meta, ntasks, i = _meta(data)
-    xz, i = _view3(meta, i)
-    mask, i = _view2(meta, i)
-    weight0, i = _view2(meta, i)
-    weight1, i = _view2(meta, i)
-    bias0, i = _view1(meta, i)
-    bias1, i = _view1(meta, i)
-    flags, blocks = (meta[i] != 0, meta[i + 1] != 0), meta[i + 2]
-    out, i = _view4(meta, i + 3)
+    xz, mask, weights, biases, flags, blocks, i = _conv_inputs_view(meta, i)
+    out, i = _view4(meta, i)
     task = _next_task(data)
     while task < ntasks:
-        _conv_forward_tasks((task, task + 1), xz, mask, (weight0, weight1), (bias0, bias1), flags, blocks, out)
+        _conv_forward_tasks((task, task + 1), xz, mask, weights, biases, flags, blocks, out)
         task = _next_task(data)
 
 
 def _kernel_conv_backward_body(data):
     meta, ntasks, i = _meta(data)
-    xz, i = _view3(meta, i)
-    mask, i = _view2(meta, i)
-    weight0, i = _view2(meta, i)
-    weight1, i = _view2(meta, i)
-    bias0, i = _view1(meta, i)
-    bias1, i = _view1(meta, i)
-    flags, blocks = (meta[i] != 0, meta[i + 1] != 0), meta[i + 2]
-    dout, i = _view4(meta, i + 3)
+    xz, mask, weights, biases, flags, blocks, i = _conv_inputs_view(meta, i)
+    dout, i = _view4(meta, i)
     dxz, i = _view3(meta, i)
     dweight, i = _view4(meta, i)
     dbias, i = _view3(meta, i)
-    weights, biases, grads = (weight0, weight1), (bias0, bias1), (dxz, dweight, dbias)
     task = _next_task(data)
     while task < ntasks:
-        _conv_backward_tasks((task, task + 1), xz, mask, weights, biases, flags, blocks, dout, grads)
+        _conv_backward_tasks((task, task + 1), xz, mask, weights, biases, flags, blocks, dout, (dxz, dweight, dbias))
         task = _next_task(data)
 
 
@@ -1009,9 +1012,10 @@ def _build_cpu_kernels():
     g["_softplus"] = jit(_kernel_softplus, inline="always")
     g["_channels_last"] = jit(_kernel_channels_last, inline="always")
     g["_decays"] = jit(_kernel_decays, inline="always")
+    g["_decay_exponents"] = jit(_kernel_decay_exponents, inline="always")
     g["_adjoint_step"] = jit(_kernel_adjoint_step, fastmath={"contract", "reassoc"})
     kernels = {"numba": numba, "expf": g["_expf"]}
-    for view in ("_view1", "_view2", "_view3", "_view4", "_view5", "_meta", "_scan_inputs_view"):
+    for view in ("_view1", "_view2", "_view3", "_view4", "_view5", "_meta", "_conv_inputs_view", "_scan_inputs_view"):
         g[view] = jit(g["_kernel" + view], inline="always")
     for name in ("conv_forward", "conv_backward", "scan_forward", "scan_backward"):
         kernels[name] = jit(g[f"_kernel_{name}"])  # called from Python: the fallback and single-thread path
