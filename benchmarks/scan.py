@@ -361,22 +361,28 @@ def mixer_study_worker(mode: str, calls: int) -> dict:
     return summary
 
 
-def mixer_study(calls: int) -> list[dict]:
-    """Every MIXER_MODES mode under both OMP_WAIT_POLICY settings, each in a fresh process."""
+def run_study_worker(worker: str, mode: str, calls: int, policy: str, env: dict | None = None) -> dict:
+    """One row of a study: `--_{worker}-worker mode` in a fresh process (OpenMP and numba fix their thread pools at
+    start-up) under OMP_WAIT_POLICY `policy` ("default": unset) and the extra `env`; its JSON result."""
     import subprocess
     import sys
 
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")} | (env or {})
+    if policy != "default":
+        env["OMP_WAIT_POLICY"] = policy
+    command = [sys.executable, "-m", "benchmarks.scan", f"--_{worker}-worker", mode, "--thread-calls", str(calls)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{worker} study worker {mode!r} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def mixer_study(calls: int) -> list[dict]:
+    """Every MIXER_MODES mode under both OMP_WAIT_POLICY settings, each in a fresh process."""
     rows = []
     for policy in ("default", "PASSIVE"):
         for mode in MIXER_MODES:
-            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-            if policy != "default":
-                env["OMP_WAIT_POLICY"] = policy
-            command = [sys.executable, "-m", "benchmarks.scan", "--_mixer-worker", mode, "--thread-calls", str(calls)]
-            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-            if done.returncode != 0:
-                raise RuntimeError(f"mixer study worker {mode!r} failed: {done.stderr[-2000:]}")
-            result = json.loads(done.stdout.strip().splitlines()[-1])
+            result = run_study_worker("mixer", mode, calls, policy)
             rows.append({"omp_wait_policy": policy, "mode": mode, **result})
             cells = "  ".join(f"batch {b} {result[f'batch {b}']['median_us']:9.1f}" for b in (1, 32))
             print(f"  {policy:<8} {mode:<20} {cells}", flush=True)
@@ -386,21 +392,11 @@ def mixer_study(calls: int) -> list[dict]:
 def thread_study(calls: int) -> list[dict]:
     """Every THREAD_MODES mode under both OMP_WAIT_POLICY settings (torch's and numba's OpenMP threads spin after
     a parallel region by default; PASSIVE makes them sleep), each in a fresh process."""
-    import subprocess
-    import sys
-
     rows = []
     for policy in ("default", "PASSIVE"):
         for mode, (_, layer) in THREAD_MODES.items():
-            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
-            env.update(NUMBA_NUM_THREADS="2", **({"NUMBA_THREADING_LAYER": layer} if layer else {}))
-            if policy != "default":
-                env["OMP_WAIT_POLICY"] = policy
-            command = [sys.executable, "-m", "benchmarks.scan", "--_thread-worker", mode, "--thread-calls", str(calls)]
-            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-            if done.returncode != 0:
-                raise RuntimeError(f"thread study worker {mode!r} failed: {done.stderr[-2000:]}")
-            result = json.loads(done.stdout.strip().splitlines()[-1])
+            env = {"NUMBA_NUM_THREADS": "2", **({"NUMBA_THREADING_LAYER": layer} if layer else {})}
+            result = run_study_worker("thread", mode, calls, policy, env)
             rows.append({"omp_wait_policy": policy, "mode": mode, **result})
             cells = "  ".join(
                 f"{part} {result[part]['median_us']:8.1f} / {result[part]['mean_us']:8.1f}"
