@@ -56,7 +56,8 @@ def test_quick_run_reports_every_model_with_positive_figures(quick_report):
             assert _positive(case["median_s"]) and case["reps"] >= 1, (name, label, case)
             if not name.endswith(" before"):  # memory is measured for this checkout's models
                 # A forward at batch 1 or 2 needs well under a megabyte, which the resident-set growth may not show
-                # (pages the allocator reuses: 0.0 once in a clean-clone run); a training step's megabytes of activations always do.
+                # (pages the allocator reuses: 0.0 once in a clean-clone run); a training step's megabytes of
+                # activations always do.
                 peak = case["peak_mb"]
                 assert isinstance(peak, (int, float)) and math.isfinite(peak) and peak >= 0, (name, label, case)
                 assert _positive(peak) or not label.startswith("train"), (name, label, case)
